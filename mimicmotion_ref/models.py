@@ -1,0 +1,40 @@
+"""The set of modules one generation needs, loaded once (see ``weights.py``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder
+from transformers import CLIPVisionModelWithProjection
+
+from mimic.mimicmotion_ref.pose_net import PoseNet
+from mimic.mimicmotion_ref.scheduler import SchedulerConfig
+from mimic.mimicmotion_ref.unet import PoseUNet
+
+
+@dataclass(frozen=True)
+class RefModels:
+    unet: PoseUNet
+    pose_net: PoseNet
+    vae: AutoencoderKLTemporalDecoder
+    image_encoder: CLIPVisionModelWithProjection
+    scheduler: SchedulerConfig
+    clip_mean: tuple[float, float, float]
+    clip_std: tuple[float, float, float]
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> "RefModels":
+        for m in (self.unet, self.pose_net, self.vae, self.image_encoder):
+            m.to(device=device, dtype=dtype).eval()
+        return self
