@@ -34,3 +34,19 @@ def layout_from_options(
 def default_generation(preset: str | None) -> GenerationConfig:
     """The released settings for real weights; quick CPU settings for the tiny preset."""
     return TINY_GENERATION if preset == "tiny" else GenerationConfig()
+
+
+def dwpose_paths(preset: str | None, weights: Path | None, det_model: Path | None, pose_model: Path | None) -> tuple[Path, Path]:
+    """Only the two DWPose ONNX files (for `mimic pose`, which needs nothing else)."""
+    from mimic.mimicmotion_ref.weights import DET_MODEL, POSE_MODEL
+
+    if det_model is not None and pose_model is not None:
+        return Path(det_model), Path(pose_model)
+    if preset is not None or weights is not None:
+        if preset is not None:
+            layout = layout_from_options(preset=preset)
+            base_det, base_pose = layout.det_model, layout.pose_model
+        else:
+            base_det, base_pose = Path(weights) / DET_MODEL, Path(weights) / POSE_MODEL
+        return Path(det_model or base_det), Path(pose_model or base_pose)
+    raise InputError("no DWPose models: pass --weights DIR, --preset tiny, or --det-model and --pose-model")

@@ -1,0 +1,111 @@
+"""Jobs: one reference + one driving source + one output, from the CLI, a jobs file (YAML/JSON list,
+for render farms) or upstream's ``configs/test.yaml``."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from mimic.errors import InputError
+from mimic.mimicmotion_ref.config import GenerationConfig
+
+# upstream test.yaml key -> GenerationConfig field
+UPSTREAM_KEYS = {
+    "num_frames": "window",
+    "frames_overlap": "overlap",
+    "num_inference_steps": "steps",
+    "noise_aug_strength": "noise_aug_strength",
+    "resolution": "resolution",
+    "sample_stride": "sample_stride",
+    "fps": "output_fps",
+    "seed": "seed",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    reference: Path
+    out: Path
+    driving: Path | None = None  # a driving video (DWPose runs on it)
+    poses: Path | None = None  # a pose file from `mimic pose`
+    pose_frames: Path | None = None  # already-drawn pose images (video or folder)
+    ref_pose: Path | None = None  # the reference's drawn pose (else DWPose on the reference)
+    overrides: dict = field(default_factory=dict)  # GenerationConfig fields
+
+    def __post_init__(self) -> None:
+        sources = [s for s in (self.driving, self.poses, self.pose_frames) if s is not None]
+        if len(sources) != 1:
+            raise InputError(f"job for {self.reference}: give exactly one of driving video, pose file or pose frames (got {len(sources)})")
+        known = {f.name for f in fields(GenerationConfig)}
+        unknown = sorted(set(self.overrides) - known)
+        if unknown:
+            raise InputError(f"job for {self.reference}: unknown settings {unknown}; known: {sorted(known)}")
+
+    def config(self, base: GenerationConfig) -> GenerationConfig:
+        return base.with_overrides(**self.overrides)
+
+    @property
+    def writes_png_sequence(self) -> bool:
+        """An output without a file suffix (or an existing folder) receives numbered PNGs."""
+        return self.out.suffix == "" or self.out.is_dir()
+
+
+def _path(value, base: Path) -> Path | None:
+    if value is None:
+        return None
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _load_structured(path: Path):
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"jobs file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except Exception as err:  # json/yaml parse errors
+        raise InputError(f"{path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {str(err).splitlines()[0]}") from None
+
+
+def load_jobs_file(path: Path) -> list[Job]:
+    """A list of mappings with keys reference, out, and one of driving / poses / pose_frames,
+    optional ref_pose and any GenerationConfig field as an override. Relative paths are relative
+    to the jobs file. Upstream's test.yaml (with ``test_case``) is accepted as well."""
+    data = _load_structured(path)
+    base = Path(path).parent
+    if isinstance(data, dict) and "test_case" in data:
+        return upstream_jobs(data, base)
+    if not isinstance(data, list) or not data:
+        raise InputError(f"{path}: expected a non-empty list of jobs")
+    jobs = []
+    for n, item in enumerate(data, 1):
+        if not isinstance(item, dict) or "reference" not in item or "out" not in item:
+            raise InputError(f"{path}: job {n} needs at least 'reference' and 'out'")
+        item = dict(item)
+        paths = {k: _path(item.pop(k, None), base) for k in ("reference", "out", "driving", "poses", "pose_frames", "ref_pose")}
+        jobs.append(Job(overrides=item, **paths))
+    return jobs
+
+
+def upstream_jobs(data: dict, base: Path, out_dir: Path | None = None) -> list[Job]:
+    """Upstream's configs/test.yaml: one job per test_case, output named like upstream's."""
+    jobs = []
+    for n, case in enumerate(data.get("test_case") or [], 1):
+        try:
+            video, image = case["ref_video_path"], case["ref_image_path"]
+        except (KeyError, TypeError):
+            raise InputError(f"test_case {n} needs ref_video_path and ref_image_path") from None
+        overrides = {UPSTREAM_KEYS[k]: v for k, v in case.items() if k in UPSTREAM_KEYS}
+        if "guidance_scale" in case:
+            overrides["guidance_min"] = overrides["guidance_max"] = float(case["guidance_scale"])
+        stem = Path(str(video)).name.split(".")[0]
+        out = (out_dir or base / "outputs") / f"{stem}.mp4"
+        jobs.append(Job(reference=_path(image, base), driving=_path(video, base), out=out, overrides=overrides))
+    if not jobs:
+        raise InputError("the config has no test_case entries")
+    return jobs

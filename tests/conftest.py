@@ -1,0 +1,54 @@
+"""Shared fixtures: the tiny preset generated once per session into a temporary cache, and the
+`gpu` marker skipping cleanly (with the reason) where no CUDA device is present."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def _gpu_reason() -> str | None:
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        return "cuda-python is not installed"
+    err, count = runtime.cudaGetDeviceCount()
+    if int(err) != 0 or not count:
+        return f"no CUDA GPU here ({err})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _gpu_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=f"gpu test: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mimic-cache")
+    old = os.environ.get("MIMIC_CACHE_DIR")
+    os.environ["MIMIC_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("MIMIC_CACHE_DIR", None)
+    else:
+        os.environ["MIMIC_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_layout(tiny_cache):
+    from mimic.mimicmotion_ref.tiny import ensure_tiny_weights
+
+    return ensure_tiny_weights(tiny_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_layout):
+    from mimic.mimicmotion_ref.loader import load_reference_models
+
+    return load_reference_models(tiny_layout)
