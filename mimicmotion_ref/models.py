@@ -35,6 +35,13 @@ class RefModels:
         return self.unet.device
 
     def to(self, device: torch.device | str, dtype: torch.dtype) -> "RefModels":
-        for m in (self.unet, self.pose_net, self.vae, self.image_encoder):
-            m.to(device=device, dtype=dtype).eval()
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # diffusers warns on every dtype cast of a model
+        try:
+            for m in (self.unet, self.pose_net, self.vae, self.image_encoder):
+                m.to(device=device, dtype=dtype).eval()
+        finally:
+            diffusers_logging.set_verbosity(level)
         return self

@@ -21,10 +21,11 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def run_demo(out: Path, frames: int, steps: int | None, seed: int, backend: str, echo, timer) -> dict:
-    from mimic.mimicmotion_ref.dwpose.draw import PoseDrawer
+    from mimic.mimicmotion_ref.dwpose.draw import draw_pose
     from mimic.mimicmotion_ref.preprocess import target_size
     from mimic.runtime.inputs import JobInputs, pad_to_window
     from mimic.runtime.jobs import Job
+    from mimic.runtime.pose_source import DrawnPoses
     from mimic.runtime.progress import ProgressLine
     from mimic.runtime.service import MimicMotion, RuntimeOptions
     from mimic.runtime.synthetic import synthetic_poses, synthetic_reference
@@ -41,9 +42,8 @@ def run_demo(out: Path, frames: int, steps: int | None, seed: int, backend: str,
     echo(f"mimic demo: tiny preset, {backend} backend, {frames} frames at {width}x{height}, {config.steps} steps, seed {seed}")
     with timer("poses"):
         reference = synthetic_reference(height, width)
-        draw = PoseDrawer(height, width)
-        poses = np.stack([draw(p) for p in synthetic_poses(frames + 1, (height, width))])
-        poses, warnings = pad_to_window(poses, config.window, pad=True)
+        dance = synthetic_poses(frames + 1, (height, width))
+        poses, warnings = pad_to_window(DrawnPoses(draw_pose(dance[0], height, width), dance[1:], height, width), config.window, pad=True)
     inputs = JobInputs(reference, poses, frames, config.output_fps, warnings=warnings)
     with timer("generate"):
         report = mm.render_inputs(inputs, job, progress=ProgressLine("  denoising"))
@@ -54,7 +54,7 @@ def run_demo(out: Path, frames: int, steps: int | None, seed: int, backend: str,
         with av.open(str(video)) as container:
             decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         mid = len(decoded) // 2
-        write_png(out / "preview.png", side_by_side(poses[1 + mid], decoded[mid].transpose(2, 0, 1)))
+        write_png(out / "preview.png", side_by_side(poses.get([1 + mid])[0], decoded[mid].transpose(2, 0, 1)))
     for stage, seconds in report.seconds.items():
         echo(f"    {stage:<12} {seconds:7.2f} s")
     echo(f"wrote {video} ({report.frames} frames, {width}x{height}, {config.output_fps:g} fps)")

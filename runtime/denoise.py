@@ -1,7 +1,15 @@
-"""Windowed denoising with progressive latent fusion, as the reference does it but with less work:
-classifier-free guidance as one batch-2 UNet call (zero pose latents for the unconditional half),
-PoseNet run once per window and reused by every step, Euler math in fp32 on the device, and a
-NaN/Inf check after every step (a job fails loudly instead of writing black frames)."""
+"""Windowed denoising with progressive latent fusion, as the reference does it but with less work
+and bounded memory:
+
+* classifier-free guidance as one batch-2 UNet call (zero pose latents for the unconditional half);
+* PoseNet run once per window and its output reused by every step (within a memory budget);
+* guidance applied per window before fusion. Guidance ``u + g_f (c - u)`` is linear with a
+  per-frame scale, so fusing guided window outputs equals guiding the fused outputs (the
+  reference's order) up to float rounding, and only one latent-sized accumulator is needed;
+* the Euler step in fp32, in place, on the device; a NaN/Inf check after every step (a job fails
+  loudly instead of writing black frames).
+Working set per step: the latents, one accumulator and one temporary (plus one window).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,9 +18,11 @@ from typing import Callable
 import torch
 
 from mimic.errors import NumericsError
-from mimic.mimicmotion_ref.scheduler import Schedule, euler_step, scale_model_input
+from mimic.mimicmotion_ref.preprocess import pose_pixels
+from mimic.mimicmotion_ref.scheduler import Schedule
 from mimic.mimicmotion_ref.windows import guidance_scales, tent_weights, window_indices
 from mimic.runtime.backend_api import Backend
+from mimic.runtime.pose_source import PoseImages
 
 
 @dataclass(frozen=True)
@@ -20,35 +30,37 @@ class Conditioning:
     """Per-job conditioning, CFG halves stacked [uncond, cond]."""
 
     image_embeds: torch.Tensor  # (2, 1, D)
-    ref_latents: torch.Tensor  # (2, 4, h, w) (not yet repeated over frames)
+    ref_latents: torch.Tensor  # (2, 4, h, w) (not repeated over frames)
     added_time_ids: torch.Tensor  # (2, 3)
 
 
+def default_pose_cache_budget(device: torch.device) -> int:
+    """Device memory for cached PoseNet outputs: generous on a GPU; small on the CPU, where the
+    cache would be host memory that grows with the video (beyond it PoseNet is recomputed)."""
+    return 4 << 30 if device.type == "cuda" else 256 << 20
+
+
 class PoseLatentCache:
-    """PoseNet output per window, computed on first use and reused across steps.
+    """PoseNet output per window, computed on first use and kept while under ``budget_bytes``;
+    windows beyond the budget are recomputed when needed (bounded memory for any length)."""
 
-    Stored on ``device`` while the total stays under ``budget_bytes``, otherwise on the host
-    (copied back per use), so very long videos do not exhaust device memory.
-    """
-
-    def __init__(self, backend: Backend, pose_images: torch.Tensor, windows: list[list[int]], budget_bytes: int = 4 << 30):
-        self.backend = backend
-        self.pose_images = pose_images  # (F, 3, H, W) in [-1, 1], on any device
-        self.windows = windows
-        self.budget = budget_bytes
+    def __init__(self, backend: Backend, poses: PoseImages, windows: list[list[int]], dtype: torch.dtype, budget_bytes: int):
+        self.backend, self.poses, self.windows, self.dtype, self.budget = backend, poses, windows, dtype, budget_bytes
         self._cache: dict[int, torch.Tensor] = {}
         self._bytes = 0
+        self.computed = 0
 
     def get(self, j: int) -> torch.Tensor:
         hit = self._cache.get(j)
         if hit is not None:
-            return hit.to(self.backend.device, non_blocking=True)
-        idx = self.windows[j]
-        lat = self.backend.run("pose_net", {"pose_images": self.pose_images[idx].to(self.backend.device)})["pose_latents"]
+            return hit
+        images = pose_pixels(self.poses.get(self.windows[j]), self.dtype).to(self.backend.device)
+        lat = self.backend.run("pose_net", {"pose_images": images})["pose_latents"].to(self.dtype)
+        self.computed += 1
         size = lat.numel() * lat.element_size()
-        keep = lat if self._bytes + size <= self.budget else lat.to("cpu")
-        self._bytes += size if keep is lat else 0
-        self._cache[j] = keep
+        if self._bytes + size <= self.budget:
+            self._cache[j] = lat
+            self._bytes += size
         return lat
 
 
@@ -61,7 +73,7 @@ def check_finite(x: torch.Tensor, what: str) -> None:
 def denoise(
     backend: Backend,
     cond: Conditioning,
-    pose_images: torch.Tensor,
+    poses: PoseImages,
     latents: torch.Tensor,
     schedule: Schedule,
     window: int,
@@ -70,8 +82,13 @@ def denoise(
     guidance_max: float,
     dtype: torch.dtype,
     progress: Callable[[int, int], None] | None = None,
+    pose_cache_bytes: int | None = None,
 ) -> torch.Tensor:
-    """latents (1, F, 4, h, w), already scaled by the init sigma -> final latents (same shape)."""
+    """latents (1, F, 4, h, w), already scaled by the init sigma -> final latents (same shape).
+
+    The latents stay in ``dtype`` between steps (as the reference's do); each step's update is
+    computed in fp32.
+    """
     device = backend.device
     num_frames = latents.shape[1]
     windows = window_indices(num_frames, window, overlap)
@@ -80,37 +97,47 @@ def denoise(
     count = torch.zeros(num_frames, dtype=dtype, device=device)
     for idx in windows:
         count[idx] += weights
-    scales = guidance_scales(num_frames, guidance_min, guidance_max, dtype=latents.dtype, device=device)
-    ref_lat = cond.ref_latents.to(device, dtype).unsqueeze(1)  # (2, 1, 4, h, w)
+    scales = guidance_scales(num_frames, guidance_min, guidance_max, dtype=dtype, device=device)
+    ref_lat = cond.ref_latents.to(device, dtype).unsqueeze(1).expand(2, window, -1, -1, -1)
     embeds = cond.image_embeds.to(device, dtype)
     ids = cond.added_time_ids.to(device, dtype)
-    poses = PoseLatentCache(backend, pose_images, windows)
-    zero_pose: torch.Tensor | None = None
+    budget = default_pose_cache_budget(device) if pose_cache_bytes is None else pose_cache_bytes
+    pose_cache = PoseLatentCache(backend, poses, windows, dtype, budget)
     total = schedule.num_steps * len(windows)
+    acc = torch.empty(latents.shape, dtype=dtype, device=device)
     for i in range(schedule.num_steps):
-        x = scale_model_input(latents, schedule, i)
+        sigma = schedule.sigmas[i].to(device)
+        sigma_next = schedule.sigmas[i + 1].to(device)
+        c_in = 1.0 / ((sigma**2 + 1) ** 0.5)
         t = schedule.timesteps[i].to(device).expand(2)
-        acc = torch.zeros(2, num_frames, *latents.shape[2:], dtype=dtype, device=device)
+        acc.zero_()
         for j, idx in enumerate(windows):
-            xw = x[:, idx].expand(2, -1, -1, -1, -1)
-            sample = torch.cat([xw, ref_lat.expand(2, window, -1, -1, -1)], dim=2)
-            pose = poses.get(j)
-            if zero_pose is None:
-                zero_pose = torch.zeros_like(pose)
+            xw = (latents[:, idx] * c_in).to(dtype)
+            pose = pose_cache.get(j)
             feeds = {
-                "sample": sample,
+                "sample": torch.cat([xw.expand(2, -1, -1, -1, -1), ref_lat], dim=2),
                 "timestep": t,
                 "encoder_hidden_states": embeds,
                 "added_time_ids": ids,
-                "pose_latents": torch.cat([zero_pose, pose]),
+                "pose_latents": torch.cat([torch.zeros_like(pose), pose]),
             }
             out = backend.run("unet", feeds)["noise_pred"].to(dtype)
-            acc[:, idx] += out * w5
+            uncond, cond_pred = out[:1], out[1:]
+            acc[:, idx] += (uncond + scales[:, idx] * (cond_pred - uncond)) * w5
             if progress is not None:
                 progress(i * len(windows) + j + 1, total)
         acc /= count[None, :, None, None, None]
-        uncond, cond_pred = acc.chunk(2)
-        guided = uncond + scales * (cond_pred - uncond)
-        latents = euler_step(guided, latents, schedule, i)
+        # the step may return ``acc`` itself (fp32): the old latents' memory becomes the next accumulator
+        latents, acc = euler_step_inplace(acc, latents, sigma, sigma_next), latents
         check_finite(latents, f"the latents after step {i + 1}/{schedule.num_steps}")
     return latents
+
+
+def euler_step_inplace(model_output: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """The reference's v-prediction Euler step (scheduler.euler_step) with one temporary:
+    x0 = v c_out + x c_skip; d = (x - x0)/sigma; x' = x + d (sigma' - sigma). Overwrites ``model_output``."""
+    x = sample.to(torch.float32)
+    out = model_output.to(torch.float32)
+    out.mul_(-sigma / (sigma**2 + 1) ** 0.5).add_(x / (sigma**2 + 1))  # x0
+    out.neg_().add_(x).div_(sigma).mul_(sigma_next - sigma).add_(x)  # x'
+    return out.to(model_output.dtype)

@@ -54,8 +54,9 @@ class JobExecutor:
             _Streams.wait(ready, streams.decode)
             self.mm.decode_and_write(job, inputs, latents, config, report, streams.decode)
 
-    def run(self, jobs: Sequence[Job], progress_for: Callable[[int, Job], Callable] | None = None) -> list[JobReport]:
-        """Render every job; a failing job is recorded in its report and the others go on."""
+    def run(self, jobs: Sequence[Job], progress_for: Callable[[int, Job], Callable] | None = None, raise_errors: bool = False) -> list[JobReport]:
+        """Render every job; a failing job is recorded in its report and the others go on
+        (``raise_errors``: the first error propagates instead, as a single-job CLI run wants)."""
         reports = [JobReport(job) for job in jobs]
         streams = _Streams(self.mm.device)
         workers = 2 if self.overlap else 0
@@ -83,11 +84,15 @@ class JobExecutor:
                     else:
                         pending_decodes.append((k, pool_dec.submit(self._decode, job, inputs, latents, config, reports[k], streams, done)))
                 except MimicError as err:
+                    if raise_errors:
+                        raise
                     self._fail(reports[k], err)
             for k, fut in pending_decodes:
                 try:
                     fut.result()
                 except MimicError as err:
+                    if raise_errors:
+                        raise
                     self._fail(reports[k], err)
         finally:
             for pool in (pool_prep, pool_dec):

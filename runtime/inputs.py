@@ -16,6 +16,7 @@ from mimic.errors import InputError
 from mimic.mimicmotion_ref.config import GenerationConfig
 from mimic.mimicmotion_ref.preprocess import prepare_reference, resize_uint8
 from mimic.runtime.jobs import Job
+from mimic.runtime.pose_source import ArrayPoses, DrawnPoses, PaddedPoses, PoseImages
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -23,7 +24,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 @dataclass
 class JobInputs:
     reference: np.ndarray  # (H, W, 3) uint8, cropped to the output size
-    poses: np.ndarray  # (F, 3, H, W) uint8, frame 0 = reference pose
+    poses: PoseImages  # F pose images served per window, frame 0 = reference pose
     num_output: int  # frames to keep (driving frames before padding)
     output_fps: float
     audio_source: Path | None = None
@@ -59,6 +60,7 @@ def validate_job(job: Job) -> None:
 
     if not Path(job.reference).is_file():
         raise InputError(f"reference image {job.reference} does not exist")
+    read_image(job.reference)  # decodable
     for p in (job.driving, job.poses, job.pose_frames, job.ref_pose):
         if p is not None and not Path(p).exists():
             raise InputError(f"{p} does not exist")
@@ -103,20 +105,21 @@ def _read_pose_frames(source: Path, hw: tuple[int, int]) -> np.ndarray:
     return np.stack(out)
 
 
-def pad_to_window(poses: np.ndarray, window: int, pad: bool) -> tuple[np.ndarray, list[str]]:
+def pad_to_window(poses: PoseImages, window: int, pad: bool) -> tuple[PoseImages, list[str]]:
     """Repeat the last driving pose until the clip fills one window (the output is trimmed back)."""
-    if poses.shape[0] >= window:
+    if len(poses) >= window:
         return poses, []
-    driving = poses.shape[0] - 1
+    driving = len(poses) - 1
     if not pad:
         raise InputError(f"{driving} driving frames is shorter than the window ({window - 1} needed); allow padding or lower --window")
-    extra = np.repeat(poses[-1:], window - poses.shape[0], axis=0)
-    return np.concatenate([poses, extra]), [f"{driving} driving frames < window {window}: padded with the last pose to {window - 1}, output trimmed to {driving} frames"]
+    return PaddedPoses(poses, window), [f"{driving} driving frames < window {window}: padded with the last pose to {window - 1}, output trimmed to {driving} frames"]
 
 
 def load_job_inputs(job: Job, config: GenerationConfig, detector_factory, pad: bool = True, log=None) -> JobInputs:
     """Read and prepare one job. ``detector_factory()`` gives a DWPoseDetector (created only if needed)."""
-    from mimic.runtime.poses import extract_video_poses, render_pose_images
+    from mimic.mimicmotion_ref.dwpose.draw import draw_pose
+    from mimic.mimicmotion_ref.dwpose.retarget import retarget_poses
+    from mimic.runtime.poses import extract_video_poses
 
     warnings: list[str] = []
     reference = prepare_reference(read_image(job.reference), config.resolution)
@@ -125,12 +128,12 @@ def load_job_inputs(job: Job, config: GenerationConfig, detector_factory, pad: b
     if job.ref_pose is not None:
         single_image = Path(job.ref_pose).suffix.lower() in IMAGE_SUFFIXES
         ref_pose_image = _read_pose_frames_file(job.ref_pose, hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
-    audio, output_fps = None, config.output_fps
+    audio = None
     if job.pose_frames is not None:
         driving = _read_pose_frames(job.pose_frames, hw)
         if ref_pose_image is None:
-            ref_pose_image = _draw_reference_pose(detector_factory(), reference)
-        poses = np.concatenate([ref_pose_image[None], driving])
+            ref_pose_image = draw_pose(detector_factory().detect_image(reference), *hw)
+        poses: PoseImages = ArrayPoses(np.concatenate([ref_pose_image[None], driving]))
     else:
         if job.driving is not None:
             seq = extract_video_poses(detector_factory(), job.driving, config.sample_stride, log=log)
@@ -141,16 +144,15 @@ def load_job_inputs(job: Job, config: GenerationConfig, detector_factory, pad: b
             seq = load_poses(job.poses)
         if not seq.frames:
             raise InputError(f"no frames were sampled from {job.driving or job.poses}")
-        detector = detector_factory()
-        ref_detect = detector.detect_image(reference)
-        poses, retarget_warnings = render_pose_images(ref_detect, seq.frames, hw, seq.video_hw, log=None)
-        warnings += retarget_warnings
-        if ref_pose_image is not None:
-            poses[0] = ref_pose_image
-    num_output = poses.shape[0] - 1
+        ref_detect = detector_factory().detect_image(reference)
+        retargeted = retarget_poses(ref_detect, seq.frames, hw, seq.video_hw)
+        warnings += list(retargeted.warnings)
+        first = ref_pose_image if ref_pose_image is not None else draw_pose(ref_detect, *hw)
+        poses = DrawnPoses(first, retargeted.poses, *hw)
+    num_output = len(poses) - 1
     poses, pad_warnings = pad_to_window(poses, config.window, pad)
     warnings += pad_warnings
-    return JobInputs(reference, poses, num_output, output_fps, audio, 0.0, warnings)
+    return JobInputs(reference, poses, num_output, config.output_fps, audio, 0.0, warnings)
 
 
 def _read_pose_frames_file(path: Path, hw: tuple[int, int]) -> np.ndarray:
@@ -159,9 +161,3 @@ def _read_pose_frames_file(path: Path, hw: tuple[int, int]) -> np.ndarray:
     rgb = read_image(path)
     chw = torch.from_numpy(rgb).permute(2, 0, 1)
     return (resize_uint8(chw, hw) if tuple(chw.shape[1:]) != hw else chw).numpy()
-
-
-def _draw_reference_pose(detector, reference: np.ndarray) -> np.ndarray:
-    from mimic.mimicmotion_ref.dwpose.draw import draw_pose
-
-    return draw_pose(detector.detect_image(reference), *reference.shape[:2])

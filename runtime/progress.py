@@ -6,7 +6,7 @@ import time
 
 
 class ProgressLine:
-    def __init__(self, label: str, stream=sys.stderr, min_interval_s: float = 0.5):
+    def __init__(self, label: str, stream=None, min_interval_s: float = 0.5):
         self.label, self.stream, self.min_interval = label, stream, min_interval_s
         self.t0 = time.perf_counter()
         self._last = 0.0
@@ -19,5 +19,6 @@ class ProgressLine:
         elapsed = now - self.t0
         eta = elapsed / done * (total - done) if done else float("nan")
         end = "\n" if done >= total else ""
-        self.stream.write(f"\r{self.label} {done}/{total} windows x steps  {elapsed:6.1f} s elapsed  ETA {eta:6.1f} s{end}")
-        self.stream.flush()
+        stream = self.stream or sys.stderr  # resolved late: stderr may be redirected after creation
+        stream.write(f"\r{self.label} {done}/{total} windows x steps  {elapsed:6.1f} s elapsed  ETA {eta:6.1f} s{end}")
+        stream.flush()

@@ -14,12 +14,12 @@ import torch
 
 from mimic.mimicmotion_ref import preprocess as pre
 from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.pipeline import check_inputs
 from mimic.mimicmotion_ref.scheduler import make_schedule
 from mimic.mimicmotion_ref.windows import tile_noise
 from mimic.runtime.backend_api import Backend
 from mimic.runtime.denoise import Conditioning, check_finite, denoise
 from mimic.runtime.model_info import ModelInfo
+from mimic.runtime.pose_source import PoseImages, as_pose_images
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Prepared:
     """Everything the denoiser needs for one job (CPU side work done)."""
 
     cond: Conditioning
-    pose_images: torch.Tensor  # (F, 3, H, W) in [-1, 1], model dtype
+    poses: PoseImages  # F pose images (uint8), served per window
     latents: torch.Tensor  # (1, F, 4, h, w) initial, already scaled by the init sigma
 
 
@@ -44,8 +44,9 @@ class Renderer:
         return self.backend.device
 
     @torch.no_grad()
-    def prepare(self, reference: np.ndarray, poses: np.ndarray, config: GenerationConfig, generator: torch.Generator | None, latents: torch.Tensor | None = None, stream=None) -> Prepared:
-        num_frames, height, width = check_inputs(reference, poses, config.window)
+    def prepare(self, reference: np.ndarray, poses: PoseImages | np.ndarray, config: GenerationConfig, generator: torch.Generator | None, latents: torch.Tensor | None = None, stream=None) -> Prepared:
+        poses = as_pose_images(poses)
+        num_frames, height, width = check_job_shapes(reference, poses, config.window)
         dt, dev = self.dtype, self.device
         reference = pre.upstream_pixel_roundtrip(reference, dt)
         clip = pre.clip_pixels(reference, self.info.clip_mean, self.info.clip_std).to(dev, dt)
@@ -66,14 +67,15 @@ class Renderer:
             window_noise = torch.randn((1, config.window, *shape[2:]), generator=generator, device=_gen_device(generator), dtype=dt)
             latents = tile_noise(window_noise, num_frames)
         latents = latents.to(dev, dt) * schedule.init_noise_sigma
-        return Prepared(cond=cond, pose_images=pre.pose_pixels(poses, dt), latents=latents)
+        return Prepared(cond=cond, poses=poses, latents=latents)
 
     @torch.no_grad()
     def denoise(self, prepared: Prepared, config: GenerationConfig, progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """Final latents. Consumes ``prepared``: its latents buffer is reused as working memory."""
         return denoise(
             self.backend,
             prepared.cond,
-            prepared.pose_images,
+            prepared.poses,
             prepared.latents,
             make_schedule(config.steps, self.info.scheduler),
             config.window,
@@ -93,6 +95,22 @@ class Renderer:
             check_finite(frames, f"decoded frames {s}..{s + frames.shape[0] - 1}")
             frames = frames.float().cpu()
             yield s, ((frames / 2 + 0.5).clamp(0, 1) * 255.0).to(torch.uint8).numpy()
+
+
+def check_job_shapes(reference: np.ndarray, poses: PoseImages, window: int) -> tuple[int, int, int]:
+    """(F, H, W) after the checks the released pipeline needs (multiples of 64, F >= T)."""
+    from mimic.errors import InputError
+    from mimic.mimicmotion_ref.windows import window_indices
+
+    if reference.ndim != 3 or reference.shape[2] != 3 or reference.dtype != np.uint8:
+        raise InputError(f"reference must be uint8 (H, W, 3), got {reference.dtype} {reference.shape}")
+    h, w = reference.shape[:2]
+    if (poses.height, poses.width) != (h, w):
+        raise InputError(f"pose images are {poses.height}x{poses.width} but the reference is {h}x{w}")
+    if h % 64 or w % 64:
+        raise InputError(f"height and width must be multiples of 64 (the UNet's skips), got {h}x{w}")
+    window_indices(len(poses), window, 0)
+    return len(poses), h, w
 
 
 def _gen_device(generator: torch.Generator | None) -> torch.device:

@@ -79,7 +79,7 @@ def run_command(*, ref, driving, pose, pose_frames, ref_pose, out, jobs_file, co
     echo(f"  loaded in {time.perf_counter() - t0:.1f} s")
     try:
         reports = JobExecutor(mm, overlap=overlap_jobs and len(jobs) > 1, log=echo).run(
-            jobs, progress_for=lambda k, job: ProgressLine(f"[{k + 1}/{len(jobs)}] {Path(job.out).name}")
+            jobs, progress_for=lambda k, job: ProgressLine(f"[{k + 1}/{len(jobs)}] {Path(job.out).name}"), raise_errors=len(jobs) == 1
         )
     finally:
         mm.close()

@@ -1,0 +1,189 @@
+"""Driving-video poses: batched extraction, retargeted rendering, previews, the ``mimic pose`` job.
+
+Pose images follow spec §4.6-§4.7: frame 0 is the reference pose drawn at the reference size
+without retargeting, frames 1..N are the driving poses retargeted onto the reference and drawn
+at the same size, so F = 1 + N.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from mimic.errors import InputError
+from mimic.mimicmotion_ref.dwpose.detector import DWPoseDetector
+from mimic.mimicmotion_ref.dwpose.draw import PoseDrawer
+from mimic.mimicmotion_ref.dwpose.postprocess import PoseFrame
+from mimic.mimicmotion_ref.dwpose.retarget import retarget_poses
+from mimic.runtime.pose_files import save_poses, write_bytes_atomic
+from mimic.runtime.video_io import frame_stride, iter_sampled_frames, probe_video, write_rgb_video
+
+Log = Callable[[str], None]
+PREVIEW_LONG_SIDE = 640
+SHEET_THUMB_WIDTH = 160
+SHEET_MAX_FRAMES = 32
+
+
+@dataclass(frozen=True, eq=False)
+class PoseSequence:
+    """The poses of a driving video's sampled frames and how they were sampled.
+
+    ``video_hw`` is the (height, width) of the frames given to DWPose (after display rotation);
+    ``fps`` is the source's average frame rate, ``frame_stride`` the source frames per sample
+    (``sample_stride · max(1, int(fps / 24))``); ``frame_times_s`` the sampled frames'
+    presentation times. ``detect_frames_per_s`` records the extraction throughput.
+    """
+
+    frames: tuple[PoseFrame, ...]
+    frame_times_s: tuple[float, ...]
+    video_hw: tuple[int, int]
+    fps: float
+    sample_stride: int
+    frame_stride: int
+    source: str = ""
+    detect_frames_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.frames) != len(self.frame_times_s):
+            raise ValueError(f"{len(self.frames)} poses but {len(self.frame_times_s)} frame times")
+
+    @property
+    def pose_fps(self) -> float:
+        """Frame rate that plays the sampled poses at the source's speed."""
+        return self.fps / self.frame_stride
+
+
+def extract_video_poses(detector: DWPoseDetector, video_path: str | Path, sample_stride: int = 2,
+                        batch_size: int = 8, log: Log | None = None) -> PoseSequence:
+    """Stream the time-sampled frames of ``video_path`` through ``detector`` in batches."""
+    info = probe_video(video_path)
+    times: list[float] = []
+
+    def frames() -> Iterator[np.ndarray]:
+        for timestamp, rgb in iter_sampled_frames(video_path, sample_stride):
+            times.append(timestamp)
+            yield rgb
+
+    start = time.perf_counter()
+    poses = detector.detect_frames(frames(), batch_size)
+    elapsed = time.perf_counter() - start
+    rate = len(poses) / elapsed if elapsed > 0 else 0.0
+    if log:
+        log(f"DWPose: {len(poses)} frames of {Path(video_path).name} in {elapsed:.1f} s "
+            f"({rate:.1f} frames/s including decoding)")
+    return PoseSequence(tuple(poses), tuple(times), (info.height, info.width), info.fps, sample_stride,
+                        frame_stride(sample_stride, info.fps), Path(video_path).name, rate)
+
+
+def render_pose_images(ref_pose: PoseFrame, driving_poses: Sequence[PoseFrame], ref_hw: tuple[int, int],
+                       video_hw: tuple[int, int], upstream_exact: bool = False,
+                       log: Log | None = None) -> tuple[np.ndarray, list[str]]:
+    """Pose images (1 + N, 3, H, W) uint8 RGB at the reference size, and the retargeting warnings.
+
+    Frame 0 draws ``ref_pose`` as detected; frames 1..N the retargeted driving poses
+    (:func:`~mimic.mimicmotion_ref.dwpose.retarget.retarget_poses`).
+    """
+    result = retarget_poses(ref_pose, driving_poses, ref_hw, video_hw, upstream_exact)
+    drawer = PoseDrawer(*ref_hw)
+    images = np.empty((1 + len(result.poses), 3, *ref_hw), dtype=np.uint8)
+    images[0] = drawer(ref_pose)
+    for index, pose in enumerate(result.poses, start=1):
+        images[index] = drawer(pose)
+    if log:
+        for warning in result.warnings:
+            log(f"warning: {warning}")
+    return images, list(result.warnings)
+
+
+def write_pose_preview(pose_images: Iterable[np.ndarray], out_mp4: str | Path, fps: float) -> Path:
+    """Encode (3, H, W) pose images as an H.264 yuv420p MP4 (libx264 defaults)."""
+    return write_rgb_video(out_mp4, (image.transpose(1, 2, 0) for image in pose_images), fps)
+
+
+def write_contact_sheet(pose_images: Sequence[np.ndarray], out_png: str | Path, columns: int = 8) -> Path:
+    """A PNG grid of up to 32 evenly spaced pose images, 160 px wide each, grey separators."""
+    if len(pose_images) == 0:
+        raise InputError("no pose images for a contact sheet")
+    picks = np.unique(np.linspace(0, len(pose_images) - 1, min(len(pose_images), SHEET_MAX_FRAMES)).round().astype(int))
+    height, width = pose_images[0].shape[1:]
+    thumb_h = max(1, round(height * SHEET_THUMB_WIDTH / width))
+    rows = -(-len(picks) // columns)
+    cols = min(columns, len(picks))
+    sheet = np.full((rows * (thumb_h + 2) + 2, cols * (SHEET_THUMB_WIDTH + 2) + 2, 3), 64, dtype=np.uint8)
+    for slot, index in enumerate(picks):
+        row, col = divmod(slot, columns)
+        y, x = 2 + row * (thumb_h + 2), 2 + col * (SHEET_THUMB_WIDTH + 2)
+        thumb = cv2.resize(pose_images[index].transpose(1, 2, 0), (SHEET_THUMB_WIDTH, thumb_h),
+                           interpolation=cv2.INTER_AREA)
+        sheet[y:y + thumb_h, x:x + SHEET_THUMB_WIDTH] = thumb
+    ok, encoded = cv2.imencode(".png", sheet[:, :, ::-1])
+    if not ok:
+        raise InputError(f"could not encode the contact sheet {out_png}")
+    return write_bytes_atomic(Path(out_png), encoded.tobytes())
+
+
+def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, pose_model: str | Path,
+                 preview: str | Path | None = None, sample_stride: int = 2, device: str = "cpu",
+                 batch_size: int = 8, log: Log | None = None) -> dict:
+    """``mimic pose``: extract a video's poses to ``out_npz`` (+ optional preview MP4 and PNG sheet).
+
+    The preview draws every sampled frame's raw detections (all people, no retargeting) at the
+    video's aspect ratio, long side 640, at the pose frame rate; the contact sheet goes next to
+    it with a ``.png`` suffix. Returns a JSON-ready summary.
+    """
+    if preview is not None and Path(preview).suffix.lower() != ".mp4":
+        raise InputError(f"the pose preview must be an .mp4 path, got {preview}")
+    detector = DWPoseDetector(det_model, pose_model, device=device, log=log)
+    poses = extract_video_poses(detector, video, sample_stride, batch_size, log)
+    save_poses(out_npz, poses)
+    no_box = [i for i, f in enumerate(poses.frames) if not f.person_detected]
+    crowded = [i for i, f in enumerate(poses.frames) if f.num_people > 1]
+    warnings = []
+    if no_box:
+        warnings.append(f"{len(no_box)} of {len(poses.frames)} frames have no detected person box "
+                        "(DWPose used the whole frame)")
+    if crowded:
+        warnings.append(f"{len(crowded)} of {len(poses.frames)} frames show several people "
+                        "(retargeting keeps one main person per frame)")
+    summary = {
+        "video": str(video),
+        "poses_file": str(out_npz),
+        "frames": len(poses.frames),
+        "video_size": [poses.video_hw[1], poses.video_hw[0]],
+        "source_fps": poses.fps,
+        "sample_stride": poses.sample_stride,
+        "frame_stride": poses.frame_stride,
+        "pose_fps": poses.pose_fps,
+        "frames_with_one_person": len(poses.frames) - len(no_box) - len(crowded),
+        "frames_without_person_box": len(no_box),
+        "frames_with_several_people": len(crowded),
+        "detect_frames_per_s": round(poses.detect_frames_per_s, 2),
+        "provider": detector.detector.provider,
+        "batching": {"detector": detector.detector.batching, "pose": detector.pose_model.batching},
+        "preview": None,
+        "contact_sheet": None,
+        "warnings": warnings,
+    }
+    if preview is not None:
+        summary["preview"], summary["contact_sheet"] = (str(p) for p in _write_previews(poses, Path(preview)))
+    if log:
+        for warning in warnings:
+            log(f"warning: {warning}")
+    return summary
+
+
+def _write_previews(poses: PoseSequence, preview: Path) -> tuple[Path, Path]:
+    height, width = poses.video_hw
+    scale = PREVIEW_LONG_SIDE / max(height, width)
+    size = (max(2, 2 * round(height * scale / 2)), max(2, 2 * round(width * scale / 2)))
+    drawer = PoseDrawer(*size)
+    video = write_pose_preview((drawer(frame) for frame in poses.frames), preview, poses.pose_fps)
+    picks = np.unique(np.linspace(0, len(poses.frames) - 1, min(len(poses.frames), SHEET_MAX_FRAMES))
+                      .round().astype(int))
+    sheet = write_contact_sheet([drawer(poses.frames[i]) for i in picks], preview.with_suffix(".png"))
+    return video, sheet
+

@@ -1,0 +1,42 @@
+"""Shared test inputs for the runtime tests: a reference image, a dance video, CLI runner."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+
+from mimic.runtime.synthetic import synthetic_reference, write_synthetic_driving_video
+
+SMALL_ARGS = ["--steps", "2", "--window", "6", "--overlap", "2", "--resolution", "128", "--sample-stride", "1"]
+
+
+def make_inputs(folder: Path, frames: int = 10) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    ref = folder / "ref.png"
+    cv2.imwrite(str(ref), synthetic_reference(400, 224)[:, :, ::-1])
+    video = folder / "drive.mp4"
+    write_synthetic_driving_video(video, frames, (320, 192), fps=24.0)
+    return ref, video
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run `mimic ...` in-process through the real entry point; returns (exit code, stdout, stderr)."""
+    from mimic.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def decode_frames(path: Path):
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+

@@ -1,0 +1,147 @@
+"""`mimic run` end to end on the tiny preset: backends agree, executor overlap is exact, bad input
+gives one line and a non-zero exit, nothing half-written is left behind."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from _runtime_helpers import SMALL_ARGS, decode_frames, make_inputs, run_cli
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return make_inputs(tmp_path_factory.mktemp("inputs"))
+
+
+def _run(capsys, tmp_path, inputs, backend, name, extra=()):
+    ref, video = inputs
+    out = tmp_path / name
+    code, stdout, stderr = run_cli(["run", "--preset", "tiny", "--backend", backend, "--ref", str(ref), "--driving", str(video), "--out", str(out), *SMALL_ARGS, *extra], capsys)
+    assert code == 0, stderr
+    return out, stdout
+
+
+def _pngs(folder):
+    import cv2
+
+    return np.stack([cv2.imread(str(p))[:, :, ::-1] for p in sorted(folder.glob("frame_*.png"))])
+
+
+def test_onnxruntime_and_torch_backends_render_the_same_frames(tiny_cache, tmp_path, inputs, capsys):
+    ort_out, _ = _run(capsys, tmp_path, inputs, "onnxruntime", "ort")  # folders: lossless numbered PNGs
+    torch_out, _ = _run(capsys, tmp_path, inputs, "torch", "torch")
+    a, b = _pngs(ort_out), _pngs(torch_out)
+    assert a.shape == b.shape == (10, 192, 128, 3)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # within 1/255
+    assert a.std() > 1  # not a blank video
+    report = json.loads((ort_out / "report.json").read_text())
+    assert report["backend"] == "onnxruntime" and report["frames"] == 10 and report["config"]["steps"] == 2
+    assert set(report["seconds"]) >= {"inputs", "encode", "denoise", "decode_write"}
+    assert json.loads((torch_out / "report.json").read_text())["backend"] == "torch"
+
+
+def test_mp4_output_decodes_to_the_frame_count(tiny_cache, tmp_path, inputs, capsys):
+    out, stdout = _run(capsys, tmp_path, inputs, "onnxruntime", "ort.mp4")
+    frames = decode_frames(out)
+    assert frames.shape == (10, 192, 128, 3)
+    assert f"wrote {out} (10 frames" in stdout
+
+
+def test_short_clip_is_padded_and_trimmed(tiny_cache, tmp_path, capsys):
+    ref, video = make_inputs(tmp_path / "short", frames=3)
+    out = tmp_path / "short.mp4"
+    code, stdout, stderr = run_cli(["run", "--preset", "tiny", "--ref", str(ref), "--driving", str(video), "--out", str(out), *SMALL_ARGS], capsys)
+    assert code == 0, stderr
+    assert len(decode_frames(out)) == 3
+    assert "padded with the last pose" in stdout
+    code, _, stderr = run_cli(["run", "--preset", "tiny", "--ref", str(ref), "--driving", str(video), "--out", str(tmp_path / "x.mp4"), "--no-pad", *SMALL_ARGS], capsys)
+    assert code == 2 and stderr.strip().startswith("error: 3 driving frames is shorter than the window")
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_overlapped_executor_equals_sequential(tiny_cache, tmp_path, inputs, capsys):
+    ref, video = inputs
+    pose_file = tmp_path / "poses.npz"
+    code, _, stderr = run_cli(["pose", str(video), "-o", str(pose_file), "--preset", "tiny", "--sample-stride", "1"], capsys)
+    assert code == 0, stderr
+
+    def jobs_file(folder):
+        folder.mkdir()
+        jobs = [
+            {"reference": str(ref), "driving": str(video), "out": str(folder / "a.mp4")},
+            {"reference": str(ref), "poses": str(pose_file), "out": str(folder / "b.mp4"), "seed": 5},
+            {"reference": str(ref), "driving": str(video), "out": str(folder / "c.mp4"), "guidance_max": 3.0},
+        ]
+        path = folder / "jobs.json"
+        path.write_text(json.dumps(jobs))
+        return path
+
+    for mode, extra in (("overlap", []), ("sequential", ["--sequential"])):
+        code, _, stderr = run_cli(["run", "--preset", "tiny", "--jobs", str(jobs_file(tmp_path / mode)), *SMALL_ARGS, *extra], capsys)
+        assert code == 0, stderr
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        assert (tmp_path / "overlap" / name).read_bytes() == (tmp_path / "sequential" / name).read_bytes()
+    assert (tmp_path / "overlap" / "a.mp4").read_bytes() != (tmp_path / "overlap" / "c.mp4").read_bytes()
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUTS = [
+    # (name, args builder, exit code, message start)
+    ("missing image", lambda t, r, v: ["--ref", str(t / "nope.png"), "--driving", str(v), "--out", str(t / "o.mp4")], 2, "error: reference image"),
+    ("corrupt image", lambda t, r, v: ["--ref", str(_write(t / "bad.png", b"\x89PNG garbage")), "--driving", str(v), "--out", str(t / "o.mp4")], 2, "error: cannot read image"),
+    ("corrupt video", lambda t, r, v: ["--ref", str(r), "--driving", str(_write(t / "bad.mp4", b"\x00\x00\x00\x18ftypmp42 garbage")), "--out", str(t / "o.mp4")], 2, "error: "),
+    ("zero-frame video", lambda t, r, v: ["--ref", str(r), "--driving", str(_write(t / "empty.mp4", b"")), "--out", str(t / "o.mp4")], 2, "error: "),
+    ("unwritable output", lambda t, r, v: ["--ref", str(r), "--driving", str(v), "--out", str(_write(t / "file", b"x") / "sub" / "o.mp4")], 2, "error: cannot create output folder"),
+    ("bad output suffix", lambda t, r, v: ["--ref", str(r), "--driving", str(v), "--out", str(t / "o.txt")], 2, "error: output"),
+    ("unknown backend", lambda t, r, v: ["--ref", str(r), "--driving", str(v), "--out", str(t / "o.mp4"), "--backend", "magic"], 2, "error: unknown backend 'magic'"),
+    ("unknown preset", lambda t, r, v: ["--ref", str(r), "--driving", str(v), "--out", str(t / "o.mp4"), "--preset", "huge"], 2, "error: unknown preset"),
+    ("two sources", lambda t, r, v: ["--ref", str(r), "--driving", str(v), "--pose-frames", str(v), "--out", str(t / "o.mp4")], 2, "error: job for"),
+    ("overlap >= window", lambda t, r, v: ["--ref", str(r), "--driving", str(v), "--out", str(t / "o.mp4"), "--overlap", "6"], 2, "error: overlap must be in [0, window)"),
+    ("tensorrt without engines", lambda t, r, v: ["--ref", str(r), "--driving", str(v), "--out", str(t / "o.mp4"), "--backend", "tensorrt"], 2, "error: --backend tensorrt needs --engines"),
+]
+
+
+@pytest.mark.parametrize("name,args,code,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_one_line_and_nonzero(name, args, code, message, tiny_cache, tmp_path, inputs, capsys):
+    ref, video = inputs
+    argv = ["run", "--preset", "tiny", *SMALL_ARGS, *args(tmp_path, ref, video)]
+    if "--preset" in argv[3:]:
+        argv = argv[:1] + argv[3:]
+    got, stdout, stderr = run_cli(argv, capsys)
+    assert got == code, (stdout, stderr)
+    assert stderr.startswith(message), stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_interrupted_write_leaves_no_file(tmp_path):
+    from mimic.runtime.video_writer import VideoWriter
+
+    target = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(target, 15, (64, 64)) as w:
+            w.write(np.zeros((4, 3, 64, 64), np.uint8))
+            raise KeyboardInterrupt
+    assert not target.exists()
+    assert os.listdir(tmp_path) == []  # no temp file left either
+
+
+def test_upstream_config_file_is_accepted(tiny_cache, tmp_path, inputs, capsys):
+    ref, video = inputs
+    cfg = tmp_path / "test.yaml"
+    cfg.write_text(
+        "base_model_path: stabilityai/stable-video-diffusion-img2vid-xt-1-1\nckpt_path: models/MimicMotion_1-1.pth\n"
+        f"test_case:\n  - ref_video_path: {video}\n    ref_image_path: {ref}\n    num_frames: 6\n    resolution: 128\n"
+        "    frames_overlap: 2\n    num_inference_steps: 2\n    noise_aug_strength: 0\n    guidance_scale: 2.0\n    sample_stride: 1\n    fps: 15\n    seed: 42\n"
+    )
+    code, stdout, stderr = run_cli(["run", "--preset", "tiny", "--config", str(cfg)], capsys)
+    assert code == 0, stderr
+    out = tmp_path / "outputs" / "drive.mp4"
+    assert len(decode_frames(out)) == 10
+    report = json.loads(out.with_name("drive.mp4.report.json").read_text())
+    assert report["config"]["window"] == 6 and report["config"]["guidance_max"] == 2.0
