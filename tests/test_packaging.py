@@ -1,0 +1,38 @@
+"""The installed package is one namespace, `mimic`, with the `mimic` console script."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wheel")
+    build_dir = tmp_path_factory.mktemp("build")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        check=True, cwd=build_dir, capture_output=True,
+    )
+    (path,) = out.glob("mimic_engine-*.whl")
+    return path
+
+
+def test_wheel_exposes_only_the_mimic_namespace(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert top == {"mimic", next(t for t in top if t.endswith(".dist-info"))}
+    for sub in ("mimic/runtime/service.py", "mimic/engine/store.py", "mimic/export/specs.py", "mimic/mimicmotion_ref/pipeline.py", "mimic/cli.py", "mimic/benchmarks/__init__.py"):
+        assert sub in names
+    assert not any(n.startswith("mimic/tests/") for n in names)
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert "mimic = mimic.cli:main" in entry
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "mimic.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("demo", "run", "pose", "export", "build-engines", "validate", "bench"):
+        assert command in out
