@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         decode_chunk: Optional[int] = typer.Option(None, help="Frames per temporal-decoder chunk (released: 8)."),
         no_pad: bool = typer.Option(False, "--no-pad", help="Fail instead of padding clips shorter than a window."),
         sequential: bool = typer.Option(False, "--sequential", help="Do not overlap stages across jobs."),
+        audio: bool = typer.Option(False, "--audio", help="Copy the driving video's audio (aligned to the sampled frames)."),
     ) -> None:
         from mimic.runtime.run_options import run_command
 
@@ -65,7 +66,7 @@ def register(app: typer.Typer) -> None:
             ref=ref, driving=driving, pose=pose, pose_frames=pose_frames, ref_pose=ref_pose, out=out, jobs_file=jobs,
             config_file=config, weights=weights, preset=preset, svd=svd, checkpoint=checkpoint, engines=engines,
             onnx_dir=onnx_dir, backend=backend, device=device, precision=precision,
-            overrides={k: v for k, v in overrides.items() if v is not None}, pad=not no_pad, overlap_jobs=not sequential, echo=typer.echo,
+            overrides={k: v for k, v in overrides.items() if v is not None}, pad=not no_pad, overlap_jobs=not sequential, audio=audio, echo=typer.echo,
         )
         if failed:
             raise typer.Exit(code=1)

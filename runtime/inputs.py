@@ -27,8 +27,9 @@ class JobInputs:
     poses: PoseImages  # F pose images served per window, frame 0 = reference pose
     num_output: int  # frames to keep (driving frames before padding)
     output_fps: float
-    audio_source: Path | None = None
-    audio_start_s: float = 0.0
+    audio_source: Path | None = None  # the driving video, when it is the source
+    audio_start_s: float = 0.0  # presentation time of the first sampled frame
+    pose_fps: float | None = None  # rate that plays the sampled frames in real time
     warnings: list[str] = field(default_factory=list)
 
 
@@ -128,7 +129,7 @@ def load_job_inputs(job: Job, config: GenerationConfig, detector_factory, pad: b
     if job.ref_pose is not None:
         single_image = Path(job.ref_pose).suffix.lower() in IMAGE_SUFFIXES
         ref_pose_image = _read_pose_frames_file(job.ref_pose, hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
-    audio = None
+    audio, audio_start, pose_fps = None, 0.0, None
     if job.pose_frames is not None:
         driving = _read_pose_frames(job.pose_frames, hw)
         if ref_pose_image is None:
@@ -137,7 +138,7 @@ def load_job_inputs(job: Job, config: GenerationConfig, detector_factory, pad: b
     else:
         if job.driving is not None:
             seq = extract_video_poses(detector_factory(), job.driving, config.sample_stride, log=log)
-            audio = Path(job.driving)
+            audio, audio_start, pose_fps = Path(job.driving), float(seq.frame_times_s[0]) if seq.frame_times_s else 0.0, seq.pose_fps
         else:
             from mimic.runtime.pose_files import load_poses
 
@@ -152,7 +153,7 @@ def load_job_inputs(job: Job, config: GenerationConfig, detector_factory, pad: b
     num_output = len(poses) - 1
     poses, pad_warnings = pad_to_window(poses, config.window, pad)
     warnings += pad_warnings
-    return JobInputs(reference, poses, num_output, config.output_fps, audio, 0.0, warnings)
+    return JobInputs(reference, poses, num_output, config.output_fps, audio, audio_start, pose_fps, warnings)
 
 
 def _read_pose_frames_file(path: Path, hw: tuple[int, int]) -> np.ndarray:

@@ -48,11 +48,11 @@ def build_jobs(ref, driving, pose, pose_frames, ref_pose, out, jobs_file, config
 
 
 def run_command(*, ref, driving, pose, pose_frames, ref_pose, out, jobs_file, config_file, weights, preset, svd, checkpoint,
-                engines, onnx_dir, backend, device, precision, overrides, pad, overlap_jobs, echo) -> int:
+                engines, onnx_dir, backend, device, precision, overrides, pad, overlap_jobs, echo, audio=False) -> int:
     """Returns the number of failed jobs."""
     from mimic.runtime.service import RuntimeOptions
 
-    options = RuntimeOptions(backend=backend, device=device, precision=precision, onnx_dir=onnx_dir, engines=engines, pad_short=pad)
+    options = RuntimeOptions(backend=backend, device=device, precision=precision, onnx_dir=onnx_dir, engines=engines, pad_short=pad, audio=audio)
     file_overrides, config_jobs = settings_from_file(config_file) if config_file else ({}, [])
     settings = {**file_overrides, **overrides}
     if "resolution" in settings:

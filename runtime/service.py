@@ -37,6 +37,7 @@ class RuntimeOptions:
     engines: Path | None = None  # engine store (tensorrt)
     pad_short: bool = True
     threads: int | None = None
+    audio: bool = False  # copy the driving video's audio into mp4 outputs
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -160,8 +161,22 @@ class MimicMotion:
                     writer.write(keep)
         report.frames = writer.frames_written
         report.output = Path(job.out)
+        if self.options.audio and inputs.audio_source is not None and not job.writes_png_sequence:
+            self._copy_audio(job, inputs, report)
         report.seconds["decode_write"] = time.perf_counter() - t0
         write_report(job, report, config, self.options)
+
+    def _copy_audio(self, job: Job, inputs: JobInputs, report: JobReport) -> None:
+        from mimic.runtime.audio import mux_audio
+
+        duration = report.frames / inputs.output_fps
+        if inputs.pose_fps and abs(inputs.pose_fps - inputs.output_fps) > 1e-3:
+            report.warnings.append(
+                f"output plays at {inputs.output_fps:g} fps but the sampled motion is {inputs.pose_fps:g} fps: "
+                f"audio follows the source clock and will drift (use --fps {inputs.pose_fps:g})"
+            )
+        if not mux_audio(job.out, inputs.audio_source, inputs.audio_start_s, duration):
+            report.warnings.append(f"{inputs.audio_source} has no audio stream to copy")
 
     def render(self, job: Job, progress=None) -> JobReport:
         """Validate, then run one job start to finish (raises MimicError on bad input)."""

@@ -145,3 +145,37 @@ def test_upstream_config_file_is_accepted(tiny_cache, tmp_path, inputs, capsys):
     assert len(decode_frames(out)) == 10
     report = json.loads(out.with_name("drive.mp4.report.json").read_text())
     assert report["config"]["window"] == 6 and report["config"]["guidance_max"] == 2.0
+
+
+def test_audio_is_copied_for_the_rendered_duration(tiny_cache, tmp_path, capsys):
+    import av
+
+    ref, _ = make_inputs(tmp_path / "in", frames=2)
+    video = tmp_path / "in" / "with_audio.mp4"
+    with av.open(str(video), "w") as c:  # 1 s at 24 fps with a 440 Hz tone
+        v = c.add_stream("libx264", rate=24)
+        v.width, v.height, v.pix_fmt = 192, 320, "yuv420p"
+        a = c.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        for i in range(24):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((320, 192, 3), 40 + i, np.uint8), format="rgb24")):
+                c.mux(p)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)).astype(np.float32)[None]
+        for k in range(0, 44100, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, k
+            for p in a.encode(frame):
+                c.mux(p)
+        for s in (v, a):
+            for p in s.encode():
+                c.mux(p)
+    out = tmp_path / "o.mp4"
+    # stride 2 on 24 fps samples 12 frames; --fps 12 plays them in real time: 1 s of video and audio
+    code, stdout, stderr = run_cli(["run", "--preset", "tiny", "--ref", str(ref), "--driving", str(video), "--out", str(out), *SMALL_ARGS, "--sample-stride", "2", "--fps", "12", "--audio"], capsys)
+    assert code == 0, stderr
+    with av.open(str(out)) as c:
+        kinds = sorted(s.type for s in c.streams)
+        audio_s = sum(f.samples for f in c.decode(audio=0)) / 44100
+    assert kinds == ["audio", "video"]
+    assert 0.9 < audio_s < 1.1
+    assert "drift" not in stdout
