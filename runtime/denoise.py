@@ -37,7 +37,7 @@ class Conditioning:
 def default_pose_cache_budget(device: torch.device) -> int:
     """Device memory for cached PoseNet outputs: generous on a GPU; small on the CPU, where the
     cache would be host memory that grows with the video (beyond it PoseNet is recomputed)."""
-    return 4 << 30 if device.type == "cuda" else 256 << 20
+    return 4 << 30 if device.type == "cuda" else 64 << 20
 
 
 class PoseLatentCache:
@@ -134,10 +134,18 @@ def denoise(
 
 
 def euler_step_inplace(model_output: torch.Tensor, sample: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-    """The reference's v-prediction Euler step (scheduler.euler_step) with one temporary:
-    x0 = v c_out + x c_skip; d = (x - x0)/sigma; x' = x + d (sigma' - sigma). Overwrites ``model_output``."""
+    """The reference's v-prediction Euler step without a latent-sized temporary.
+
+    x0 = v c_out + x c_skip and x' = x + (x - x0)(s' - s)/s combine to
+    x' = x (1 + r - r c_skip) - v r c_out with r = (s' - s)/s: one scaled in-place multiply and one
+    ``add_(x, alpha=...)``. Same arithmetic as ``scheduler.euler_step`` up to float rounding (fp32).
+    Overwrites ``model_output`` when it is fp32.
+    """
+    s, s_next = float(sigma), float(sigma_next)
+    c_out = -s / (s * s + 1) ** 0.5
+    c_skip = 1.0 / (s * s + 1)
+    r = (s_next - s) / s
     x = sample.to(torch.float32)
     out = model_output.to(torch.float32)
-    out.mul_(-sigma / (sigma**2 + 1) ** 0.5).add_(x / (sigma**2 + 1))  # x0
-    out.neg_().add_(x).div_(sigma).mul_(sigma_next - sigma).add_(x)  # x'
+    out.mul_(-r * c_out).add_(x, alpha=1.0 + r - r * c_skip)
     return out.to(model_output.dtype)
