@@ -1,0 +1,392 @@
+"""The engine store: one folder of ``<stage>.plan`` + ``<stage>.manifest.json`` pairs.
+
+- Publishing is atomic (reliability.md B4): the old manifest is removed first, the plan is written to
+  a temp file in the same folder, fsynced and ``os.replace``-d into place, and the manifest (the
+  commit marker) is written the same way *last*. A crash leaves "missing", never "torn".
+- ``lookup(stage, key)`` answers "is an up-to-date engine already here?" (same key, plan intact).
+- ``verify(stage, runtime)`` runs *before* any deserialization (reliability.md B2): manifest vs the
+  running TensorRT flavour/version and GPU, then plan size and sha256. Every failure is an
+  ``EngineError`` with one line that says what differs and how to rebuild.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from mimic.engine.cache_key import sha256_bytes
+from mimic.engine.gpu import RuntimeInfo
+from mimic.errors import EngineError
+
+MANIFEST_SCHEMA = 1
+PLAN_SUFFIX = ".plan"
+MANIFEST_SUFFIX = ".manifest.json"
+_STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CHUNK = 1 << 20
+
+
+def _file_mode() -> int:
+    """0o666 minus the process umask (mkstemp would leave 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), _FILE_MODE)
+            view = memoryview(data).cast("B")
+            for start in range(0, len(view), 64 * _CHUNK):
+                f.write(view[start:start + 64 * _CHUNK])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _rebuild_hint(root: Path) -> str:
+    return f"rebuild with `mimic build-engines --out {root}`"
+
+
+def _trt_name(flavour: str) -> str:
+    return "TensorRT-RTX" if flavour == "tensorrt-rtx" else "TensorRT"
+
+
+def _sm(cc: str) -> str:
+    return "sm_" + str(cc).replace(".", "")
+
+
+def _cc_tuple(cc: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(cc).split("."))
+
+
+@dataclass(frozen=True)
+class VerifiedPlan:
+    """A plan whose manifest matches this machine and whose bytes match the manifest."""
+
+    stage: str
+    manifest: dict
+    plan: bytes
+    path: Path
+
+
+class EngineStore:
+    """``<root>/<stage>.plan`` + ``<root>/<stage>.manifest.json``, plus ``timing-cache/``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------------------------ paths
+
+    def _check_stage(self, stage: str) -> str:
+        if not _STAGE_RE.match(stage or ""):
+            raise EngineError(f"invalid engine stage name {stage!r}")
+        return stage
+
+    def plan_path(self, stage: str) -> Path:
+        return self.root / (self._check_stage(stage) + PLAN_SUFFIX)
+
+    def manifest_path(self, stage: str) -> Path:
+        return self.root / (self._check_stage(stage) + MANIFEST_SUFFIX)
+
+    def timing_cache_path(self, flavour: str, version: str, compute_capability: str | None) -> Path:
+        """One timing cache per (flavour, version, GPU arch): caches do not travel between targets."""
+        arch = _sm(compute_capability) if compute_capability else "aot"
+        return self.root / "timing-cache" / f"{flavour}-{version}-{arch}.cache"
+
+    def stages(self) -> list[str]:
+        """Stages that have a manifest (published engines), sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name[: -len(MANIFEST_SUFFIX)] for p in self.root.iterdir() if p.name.endswith(MANIFEST_SUFFIX) and not p.name.startswith("."))
+
+    # ---------------------------------------------------------------------------------- reading
+
+    def read_manifest(self, stage: str) -> dict | None:
+        """The manifest of ``stage``; None when there is none; EngineError when it is unreadable."""
+        path = self.manifest_path(stage)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise EngineError(f"cannot read engine manifest {path}: {exc.strerror or exc}") from None
+        try:
+            manifest = json.loads(text)
+        except ValueError:
+            raise EngineError(f"engine manifest {path} is corrupt (not valid JSON); {_rebuild_hint(self.root)}") from None
+        if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA:
+            raise EngineError(f"engine manifest {path} has an unknown format (schema {manifest.get('schema') if isinstance(manifest, dict) else '?'}, "
+                              f"expected {MANIFEST_SCHEMA}); {_rebuild_hint(self.root)}")
+        for field in ("stage", "cache_key", "key_inputs", "plan", "tensorrt", "gpu"):
+            if field not in manifest:
+                raise EngineError(f"engine manifest {path} lacks '{field}'; {_rebuild_hint(self.root)}")
+        return manifest
+
+    def _plan_digest(self, path: Path) -> tuple[int, str]:
+        import hashlib
+
+        h = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(64 * _CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+        return size, h.hexdigest()
+
+    def lookup(self, stage: str, key: str, check_hash: bool = True) -> dict | None:
+        """The manifest when an up-to-date engine for ``key`` is published and intact, else None.
+
+        Never raises for a stale, corrupt or missing entry (the caller rebuilds it).
+        """
+        try:
+            manifest = self.read_manifest(stage)
+        except EngineError:
+            return None
+        if manifest is None or manifest.get("cache_key") != key:
+            return None
+        plan = self.plan_path(stage)
+        try:
+            want = manifest["plan"]
+            if plan.stat().st_size != int(want["size"]):
+                return None
+            if check_hash and self._plan_digest(plan)[1] != want["sha256"]:
+                return None
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+        return manifest
+
+    # ---------------------------------------------------------------------------------- writing
+
+    @contextlib.contextmanager
+    def lock(self, stage: str) -> Iterator[None]:
+        """An exclusive per-stage lock around build + publish (two build-engines never race)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / f".{self._check_stage(stage)}.lock"
+        with open(path, "a+") as f:
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - Windows: no cross-process lock
+                yield
+                return
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def publish(
+        self,
+        stage: str,
+        plan: bytes | bytearray | memoryview,
+        key: str,
+        key_inputs: Mapping[str, Any],
+        *,
+        onnx: Mapping[str, Any] | None = None,
+        build_seconds: float | None = None,
+        io: Any = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict:
+        """Publish ``plan`` for ``stage`` atomically and return its manifest.
+
+        Order: remove the old manifest (the entry now reads as "missing"), replace the plan, write
+        the manifest last (it is the commit marker).
+        """
+        view = memoryview(plan).cast("B")
+        if view.nbytes == 0:
+            raise EngineError(f"refusing to publish an empty plan for stage '{stage}'")
+        self.root.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "stage": stage,
+            "cache_key": key,
+            "key_inputs": dict(key_inputs),
+            "plan": {"file": self.plan_path(stage).name, "size": view.nbytes, "sha256": sha256_bytes(view)},
+            "tensorrt": dict(key_inputs["tensorrt"]),
+            "gpu": dict(key_inputs["gpu"]),
+            "onnx": dict(onnx) if onnx is not None else None,
+            "io": io,
+            "build": {
+                "seconds": None if build_seconds is None else round(float(build_seconds), 3),
+                "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+            "tools": tool_versions(key_inputs["tensorrt"]),
+        }
+        if extra:
+            manifest.update(dict(extra))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.manifest_path(stage))
+            _fsync_dir(self.root)
+        atomic_write_bytes(self.plan_path(stage), view)
+        atomic_write_json(self.manifest_path(stage), manifest)
+        return manifest
+
+    def clean_temps(self, older_than_s: float = 3600.0) -> list[Path]:
+        """Delete ``.*.tmp`` files left by killed writers (older than ``older_than_s``)."""
+        removed = []
+        if not self.root.is_dir():
+            return removed
+        now = time.time()
+        for p in self.root.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > older_than_s:
+                    p.unlink()
+                    removed.append(p)
+        return removed
+
+    # --------------------------------------------------------------------------------- checking
+
+    def check_compatible(self, stage: str, manifest: Mapping[str, Any], runtime: RuntimeInfo, strict_gpu_name: bool = True,
+                         require_gpu: bool = True) -> None:
+        """Raise EngineError when the plan was built for another TensorRT or GPU than ``runtime``.
+
+        ``require_gpu=False`` (checks on a machine without a GPU) skips the GPU comparison when
+        ``runtime.gpu`` is None; the TensorRT flavour/version is always compared.
+        """
+        hint = _rebuild_hint(self.root)
+        built_trt = manifest["tensorrt"]
+        flavour, version = built_trt["flavour"], built_trt["version"]
+        built_gpu = manifest["gpu"]
+        built_desc = f"{_trt_name(flavour)} {version} for {describe_gpu_target(built_gpu)}"
+        where = f"engine '{stage}' in {self.root}"
+
+        if runtime.trt is None:
+            raise EngineError(f"{where} was built with {_trt_name(flavour)} {version}, which is not installed here; "
+                              f"install it or {hint}")
+        run = runtime.trt
+        if run.flavour != flavour:
+            raise EngineError(f"{where} was built with {built_desc}, but this machine loads engines with {run.describe()}; {hint}")
+        if run.version != version and not _version_compatible(manifest, version, run.version):
+            raise EngineError(f"{where} was built with {built_desc}; this machine runs {run.describe()} "
+                              f"(TensorRT version differs: {version} vs {run.version}); {hint}")
+
+        gpu = runtime.gpu
+        if gpu is None:
+            if not require_gpu:
+                return
+            raise EngineError(f"loading {where} needs an NVIDIA GPU; none was found on this machine")
+        if flavour == "tensorrt-rtx":
+            targets = built_gpu.get("compute_capability") or []
+            targets = [targets] if isinstance(targets, str) else list(targets)
+            if gpu.compute_capability not in targets:
+                raise EngineError(f"{where} was built with {built_desc}; this GPU is {gpu.describe()}, "
+                                  f"which is not among the plan's targets; {hint}")
+            return
+        built_cc = str(built_gpu.get("compute_capability"))
+        if built_cc != gpu.compute_capability:
+            raise EngineError(f"{where} was built with {built_desc}; this machine has {gpu.describe()} "
+                              f"(compute capability differs: {built_cc} vs {gpu.compute_capability}); {hint}")
+        if strict_gpu_name and built_gpu.get("name") != gpu.name:
+            raise EngineError(f"{where} was built with {built_desc}; this machine has {gpu.describe()} "
+                              f"(GPU model differs: {built_gpu.get('name')} vs {gpu.name}); {hint}")
+
+    def check_plan(self, stage: str, manifest: Mapping[str, Any]) -> bytes:
+        """The plan bytes, after checking size and sha256 against the manifest."""
+        path = self.plan_path(stage)
+        hint = _rebuild_hint(self.root)
+        try:
+            want_size = int(manifest["plan"]["size"])
+            want_sha = str(manifest["plan"]["sha256"])
+        except (KeyError, TypeError, ValueError):
+            raise EngineError(f"engine manifest {self.manifest_path(stage)} has no valid plan size/sha256; {hint}") from None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise EngineError(f"engine plan {path} is missing (its manifest exists); {hint}") from None
+        except OSError as exc:
+            raise EngineError(f"cannot read engine plan {path}: {exc.strerror or exc}") from None
+        if len(data) != want_size:
+            kind = "truncated" if len(data) < want_size else "corrupt"
+            raise EngineError(f"engine plan {path} is {kind} ({len(data)} bytes, manifest says {want_size}); {hint}")
+        if sha256_bytes(data) != want_sha:
+            raise EngineError(f"engine plan {path} is corrupt (sha256 differs from its manifest); {hint}")
+        return data
+
+    def verify(self, stage: str, runtime: RuntimeInfo, strict_gpu_name: bool = True, require_gpu: bool = True) -> VerifiedPlan:
+        """Everything checked before deserializing: manifest present and readable, built for this
+        TensorRT and GPU, plan intact. Returns the verified bytes (deserialize exactly these).
+
+        ``require_gpu=False``: a check without a GPU (the GPU comparison is skipped when none is found).
+        """
+        manifest = self.read_manifest(stage)
+        if manifest is None:
+            what = "no engine" if not self.plan_path(stage).exists() else f"an engine without a manifest ({self.plan_path(stage).name})"
+            raise EngineError(f"{what} for stage '{stage}' in {self.root}; build it with `mimic build-engines --out {self.root}`")
+        if manifest.get("stage") != stage:
+            raise EngineError(f"engine manifest {self.manifest_path(stage)} is for stage '{manifest.get('stage')}', not '{stage}'; {_rebuild_hint(self.root)}")
+        self.check_compatible(stage, manifest, runtime, strict_gpu_name=strict_gpu_name, require_gpu=require_gpu)
+        data = self.check_plan(stage, manifest)
+        return VerifiedPlan(stage=stage, manifest=manifest, plan=data, path=self.plan_path(stage))
+
+
+def describe_gpu_target(gpu: Mapping[str, Any]) -> str:
+    cc = gpu.get("compute_capability")
+    if isinstance(cc, (list, tuple)):
+        return "GPUs " + "/".join(_sm(c) for c in cc)
+    return f"{gpu.get('name')} ({_sm(cc)})"
+
+
+def _version_compatible(manifest: Mapping[str, Any], built: str, running: str) -> bool:
+    """A VERSION_COMPATIBLE plan runs on the same or a later minor of the same major (TRT 11.x)."""
+    options = (manifest.get("key_inputs", {}).get("build", {}) or {}).get("options", {}) or {}
+    if not options.get("version_compatible"):
+        return False
+    try:
+        b, r = _cc_tuple(built), _cc_tuple(running)
+    except ValueError:
+        return False
+    return b[0] == r[0] and r >= b
+
+
+def tool_versions(trt: Mapping[str, Any] | None = None) -> dict:
+    from mimic.engine.gpu import package_version
+
+    versions = {
+        "python": sys.version.split()[0],
+        "mimic": package_version("mimic-engine"),
+        "onnx": package_version("onnx"),
+        "torch": package_version("torch"),
+        "cuda-bindings": package_version("cuda-bindings"),
+    }
+    if trt:
+        versions[str(trt["flavour"])] = str(trt["version"])
+    return versions

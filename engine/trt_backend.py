@@ -1,0 +1,120 @@
+"""The ``tensorrt`` backend: published engines behind the runtime's Backend interface.
+
+Every engine is loaded through the store's checks (manifest vs this machine's TensorRT and GPU,
+plan size and sha256) *before* deserialization, and all runners share one user-managed
+device-memory block (the pipeline runs its stages one after another).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from mimic.engine.gpu import require_gpu, runtime_info
+from mimic.engine.runner import SharedDeviceMemory, TrtRunner, deserialize_engine, make_logger
+from mimic.engine.store import EngineStore
+from mimic.errors import EngineError
+
+
+def import_trt(flavour: str):
+    """The TensorRT module of ``flavour`` (through the builder's lazy loader when available)."""
+    try:
+        from mimic.engine.builder import load_trt
+    except ImportError:  # pragma: no cover - builder module absent
+        load_trt = None
+    try:
+        if load_trt is not None:
+            return load_trt(flavour)
+        import importlib
+
+        from mimic.engine.gpu import TRT_MODULES
+
+        return importlib.import_module(TRT_MODULES[flavour])
+    except EngineError:
+        raise
+    except Exception as exc:
+        raise EngineError(f"cannot import {flavour} ({exc}); install it or rebuild the engines for an installed TensorRT") from None
+
+
+class TensorRTBackend:
+    """``run(stage, feeds)`` on TensorRT engines from an :class:`EngineStore` folder.
+
+    ``preload`` loads ``stages`` (default: the five pipeline stages found in the store) at start, so
+    the shared device-memory block is sized once; other stages load on first use.
+    ``shared_memory=False`` gives each engine its own block (for callers that overlap stages on
+    several streams; with one shared block such runs are serialized). ``run`` enqueues
+    on ``stream`` when given (outputs are produced on it), else on torch's current stream.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        store_dir: str | Path,
+        device: str | torch.device = "cuda",
+        stages: Iterable[str] | None = None,
+        preload: bool = True,
+        use_cuda_graph: bool = False,
+        strict_gpu_name: bool = True,
+        shared_memory: bool = True,
+    ):
+        device = torch.device(device)
+        if device.type != "cuda":
+            raise EngineError(f"the tensorrt backend runs on a CUDA device, not {device}")
+        require_gpu("the tensorrt backend")  # before any TensorRT runtime object exists
+        self.device = torch.device("cuda", device.index if device.index is not None else 0)
+        self.store = EngineStore(store_dir)
+        if not self.store.root.is_dir():
+            raise EngineError(f"engine folder {self.store.root} does not exist; build engines with `mimic build-engines --out {self.store.root}`")
+        self.use_cuda_graph = use_cuda_graph
+        self.strict_gpu_name = strict_gpu_name
+        self.shared_memory = shared_memory
+        self.memory = SharedDeviceMemory(self.device)
+        self._memories: list[SharedDeviceMemory] = [self.memory]
+        self._runners: dict[str, TrtRunner] = {}
+        if preload:
+            # Default: the pipeline's stages that are published (DWPose and others load on first use).
+            from mimic.runtime.backend_api import STAGE_NAMES
+
+            present = set(self.store.stages())
+            wanted = list(stages) if stages is not None else [s for s in STAGE_NAMES if s in present]
+            for stage in wanted:
+                self.runner(stage)
+
+    def runner(self, stage: str) -> TrtRunner:
+        r = self._runners.get(stage)
+        if r is not None:
+            return r
+        manifest = self.store.read_manifest(stage)
+        if manifest is None:
+            raise EngineError(f"no engine for stage '{stage}' in {self.store.root}; build it with `mimic build-engines --out {self.store.root}`")
+        flavour = manifest["tensorrt"]["flavour"]
+        info = runtime_info(flavour, self.device.index or 0)
+        verified = self.store.verify(stage, info, strict_gpu_name=self.strict_gpu_name)
+        trt = import_trt(flavour)
+        with torch.cuda.device(self.device):
+            logger = make_logger(trt)
+            runtime, engine = deserialize_engine(trt, verified.plan, str(verified.path), logger)
+            memory = self.memory
+            if not self.shared_memory:
+                memory = SharedDeviceMemory(self.device)
+                self._memories.append(memory)
+            r = TrtRunner(stage, engine, trt, memory, device=self.device, use_cuda_graph=self.use_cuda_graph, keepalive=(runtime, logger))
+        self._runners[stage] = r
+        return r
+
+    @property
+    def device_memory_bytes(self) -> int:
+        """Activation memory reserved for all engines (one shared block unless ``shared_memory=False``)."""
+        return sum(m.required for m in self._memories)
+
+    def run(self, stage: str, feeds: dict[str, torch.Tensor], stream: "torch.cuda.Stream | None" = None) -> dict[str, torch.Tensor]:
+        return self.runner(stage).run(feeds, stream=stream)
+
+    def close(self) -> None:
+        for r in self._runners.values():
+            r.close()
+        self._runners.clear()
+        for m in self._memories:
+            m.free()

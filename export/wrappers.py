@@ -1,0 +1,85 @@
+"""Thin adapters that give each stage a flat ``forward(*inputs) -> output`` for export.
+
+Positional arguments follow the stage spec's input order and the return value its output order,
+so ``torch.onnx.export(wrapper, args, input_names=spec.input_names, ...)`` lines up by construction.
+Each wrapper keeps the wrapped model as ``self.model``; the exporter strips that ``model.`` prefix
+from initializer names so ONNX weights carry the checkpoint's own key names (refit maps by name).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+WRAPPED_PREFIX = "model."
+
+
+class StageWrapper(nn.Module):
+    stage = ""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+
+class ImageEncoderWrapper(StageWrapper):
+    """CLIPVisionModelWithProjection -> ``image_embeds`` (B, D)."""
+
+    stage = "image_encoder"
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).image_embeds
+
+
+class VaeEncoderWrapper(StageWrapper):
+    """AutoencoderKL(TemporalDecoder).encode -> posterior mean (``latent_dist.mode()``), unscaled."""
+
+    stage = "vae_encoder"
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(image).latent_dist.mode()
+
+
+class PoseNetWrapper(StageWrapper):
+    stage = "pose_net"
+
+    def forward(self, pose_images: torch.Tensor) -> torch.Tensor:
+        return self.model(pose_images)
+
+
+class UNetWrapper(StageWrapper):
+    """PoseUNet with every input positional (``pose_latents`` is always given: zeros == None)."""
+
+    stage = "unet"
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, pose_latents) -> torch.Tensor:
+        return self.model(sample, timestep, encoder_hidden_states, added_time_ids, pose_latents=pose_latents)
+
+
+class VaeDecoderWrapper(StageWrapper):
+    """Temporal decode of all N input frames as one clip.
+
+    ``num_frames`` comes from ``latents.shape[0]`` so the exporter traces it as a graph value; a
+    Python int would be baked in as a constant and other frame counts would decode wrongly.
+    """
+
+    stage = "vae_decoder"
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(latents, num_frames=latents.shape[0]).sample
+
+
+WRAPPERS: dict[str, type[StageWrapper]] = {
+    w.stage: w for w in (ImageEncoderWrapper, VaeEncoderWrapper, PoseNetWrapper, UNetWrapper, VaeDecoderWrapper)
+}
+
+
+def wrap(stage: str, model: nn.Module) -> StageWrapper:
+    """The stage's wrapper around ``model`` (returned as is when it already is that wrapper)."""
+    cls = WRAPPERS.get(stage)
+    if cls is None:
+        raise KeyError(f"no export wrapper for stage {stage!r}")
+    if isinstance(model, cls):
+        return model
+    if isinstance(model, StageWrapper):
+        raise TypeError(f"got a {type(model).__name__} for stage {stage!r}")
+    return cls(model).eval()

@@ -1,0 +1,45 @@
+"""Shared fixtures of the export tests: the tiny preset exported and validated once per session.
+
+Import the fixtures into a test module (``from _export_fixtures import tiny_export``). pytest makes
+one fixture definition per importing module, so the work itself is memoised here (module global):
+however many export test modules run, the tiny stages are exported once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+_CACHE: dict[str, "TinyExport"] = {}
+
+
+@dataclass(frozen=True)
+class TinyExport:
+    out_dir: Path
+    summary: object  # mimic.export.command.ExportSummary
+    log: tuple[str, ...]
+
+    def result(self, stage: str, precision: str):
+        return next(r for r in self.summary.results if r.stage == stage and r.precision == precision)
+
+    def rows(self, stage: str, precision: str):
+        return [r for r in self.summary.rows if r.stage == stage and r.precision == precision]
+
+
+def run_tiny_export(layout, tmp_path_factory) -> TinyExport:
+    key = str(tmp_path_factory.getbasetemp())
+    if key not in _CACHE:
+        from mimic.export.command import export_command
+
+        out = tmp_path_factory.mktemp("tiny-export")
+        lines: list[str] = []
+        summary = export_command(out, layout=layout, precision="both", validate=True, log=lines.append)
+        _CACHE[key] = TinyExport(out_dir=out, summary=summary, log=tuple(lines))
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_layout, tmp_path_factory) -> TinyExport:
+    """Every stage of the tiny preset exported fp32 + fp16 and validated (``export_command``)."""
+    return run_tiny_export(tiny_layout, tmp_path_factory)

@@ -1,0 +1,160 @@
+"""`mimic export`: the command through typer, its progress output and its bad-input errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from _export_fixtures import tiny_export  # noqa: F401  (session fixture)
+from mimic.errors import ExportError, InputError, WeightsError
+from mimic.export import command
+from mimic.export.command import export_command, register
+from mimic.export.specs import STAGES
+
+
+@pytest.fixture()
+def app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """test app"""
+
+    register(app)
+    return app
+
+
+def test_full_tiny_export_writes_every_stage_and_the_table(tiny_export):
+    """`export_command(preset tiny, both, validate)`: every stage in fp32 and fp16, table within tolerance."""
+    got = {(r.stage, r.precision) for r in tiny_export.summary.results}
+    assert got == {(s, p) for s in STAGES for p in ("fp32", "fp16")}
+    assert tiny_export.summary.passed
+    log = "\n".join(tiny_export.log)
+    assert "stage" in log and "max abs" in log and "FAIL" not in log
+    for stage in STAGES:
+        assert f"{stage}: export fp16" in log and f"{stage}: validate fp32" in log
+
+
+def test_cli_exports_a_stage_with_progress_and_table(app, tiny_layout, tmp_path):
+    out = tmp_path / "onnx"
+    res = CliRunner().invoke(app, ["export", "--preset", "tiny", "--out", str(out), "--stage", "pose_net", "--validate"])
+    assert res.exit_code == 0, res.output
+    assert (out / "fp32" / "pose_net.onnx").is_file() and (out / "fp16" / "pose_net.onnx").is_file()
+    assert not (out / "fp32" / "unet.onnx").exists()
+    assert "pose_net: export fp32" in res.output and "pose_net: export fp16" in res.output
+    assert "max rel" in res.output and "pass" in res.output
+    manifest = json.loads((out / "export_manifest.json").read_text())
+    assert set(manifest["stages"]) == {"pose_net"}
+    # a second partial export into the same folder is merged into the manifest
+    res = CliRunner().invoke(app, ["export", "--preset", "tiny", "--out", str(out), "--stage", "image_encoder", "--precision", "fp16"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "export_manifest.json").read_text())
+    assert set(manifest["stages"]) == {"pose_net", "image_encoder"} and set(manifest["stages"]["image_encoder"]) == {"fp16"}
+
+
+def test_real_cli_entry_point_maps_errors_to_one_line(tiny_layout, tmp_path, capsys):
+    from mimic.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--preset", "tiny", "--out", str(tmp_path / "o"), "--precision", "int8"])
+    assert exit_.value.code == InputError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert err == "error: unknown precision 'int8'; use fp16, fp32 or both"
+
+
+def test_unknown_precision(app, tmp_path):
+    res = CliRunner().invoke(app, ["export", "--preset", "tiny", "--out", str(tmp_path), "--precision", "fp8"])
+    assert isinstance(res.exception, InputError) and "fp16, fp32 or both" in str(res.exception)
+
+
+def test_unknown_or_shipped_stage(tmp_path):
+    with pytest.raises(InputError, match="unknown stage 'clip'"):
+        export_command(tmp_path, preset="tiny", stages=["clip"])
+    with pytest.raises(InputError, match="ships as ONNX"):
+        export_command(tmp_path, preset="tiny", stages=["dwpose_pose"])
+
+
+def _no_work(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("work started before the inputs were checked")
+
+    monkeypatch.setattr(command, "_load_group", boom)
+    monkeypatch.setattr(command, "resolve_layout", boom)
+
+
+def test_unwritable_output_dir_fails_before_any_work(tmp_path, monkeypatch):
+    _no_work(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        export_command(blocker, preset="tiny")
+    with pytest.raises(InputError, match="is not writable"):
+        export_command(blocker / "sub", preset="tiny")
+    if os.geteuid() != 0:  # root ignores permission bits
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        try:
+            with pytest.raises(InputError, match="is not writable"):
+                export_command(ro, preset="tiny")
+        finally:
+            ro.chmod(0o700)
+
+
+def _weights_without(tiny_layout, tmp_path: Path, drop: str) -> Path:
+    """A copy of the tiny weights in the upstream layout, minus one SVD subfolder."""
+    root = tmp_path / "weights"
+    svd_src = Path(tiny_layout.svd)
+    svd_dst = root / "SVD" / svd_src.name
+    shutil.copytree(svd_src, svd_dst)
+    shutil.rmtree(svd_dst / drop)
+    shutil.copy(tiny_layout.checkpoint, root / Path(tiny_layout.checkpoint).name)
+    return root
+
+
+def test_weights_dir_missing_a_stage(tiny_layout, tmp_path, monkeypatch):
+    weights = _weights_without(tiny_layout, tmp_path, "vae")
+    monkeypatch.setattr(command, "_load_group", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    with pytest.raises(WeightsError) as err:
+        export_command(tmp_path / "out", weights=weights)
+    msg = str(err.value)
+    assert "\n" not in msg and "missing vae/" in msg and "vae_encoder, vae_decoder" in msg
+    # stages that do not need the VAE still export
+    monkeypatch.undo()
+    summary = export_command(tmp_path / "out", weights=weights, stages=["pose_net"], precision="fp32")
+    assert [r.stage for r in summary.results] == ["pose_net"]
+
+
+def test_missing_weights_dir_and_checkpoint(tiny_layout, tmp_path):
+    with pytest.raises(WeightsError, match="does not exist"):
+        export_command(tmp_path / "out", weights=tmp_path / "nowhere")
+    weights = _weights_without(tiny_layout, tmp_path, "feature_extractor")
+    (weights / Path(tiny_layout.checkpoint).name).unlink()
+    with pytest.raises(WeightsError, match="MimicMotion checkpoint .*needed by pose_net, unet"):
+        export_command(tmp_path / "out", weights=weights)
+    weights2 = _weights_without(tiny_layout, tmp_path / "w2", "feature_extractor")
+    for f in (weights2 / "SVD").rglob("image_encoder/*.safetensors"):
+        f.unlink()
+    with pytest.raises(WeightsError, match=r"missing image_encoder/ \(config.json \+ model\[.fp16\].safetensors\) \(needed by image_encoder\)"):
+        export_command(tmp_path / "out", weights=weights2)
+    with pytest.raises(InputError, match="not both"):
+        export_command(tmp_path / "out", weights=weights, preset="tiny")
+
+
+def test_failed_validation_raises_after_writing(tiny_layout, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from mimic.export import specs
+
+    strict = replace(specs.STAGES["pose_net"], tol_fp32=specs.Tolerance(1e-12, 1e-12))
+    monkeypatch.setattr(command, "STAGES", {**specs.STAGES, "pose_net": strict})
+    lines: list[str] = []
+    with pytest.raises(ExportError, match="validation failed for pose_net fp32"):
+        export_command(tmp_path / "out", layout=tiny_layout, stages=["pose_net"], precision="fp32", validate=True, log=lines.append)
+    assert (tmp_path / "out" / "fp32" / "pose_net.onnx").is_file()
+    assert any("FAIL" in line for line in lines)
