@@ -24,15 +24,15 @@ BENCH_HELP = (
 
 
 def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
+    """``HEIGHTxWIDTH`` or a shape preset name (``portrait-576``), multiples of 64."""
     if text is None:
         return None
+    from mimic.engine.command import shape_hw
+
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"{option} takes HEIGHTxWIDTH (e.g. 576x1024), got {text!r}") from None
-    if h < 64 or w < 64 or h % 64 or w % 64:
-        raise InputError(f"{option}: height and width must be multiples of 64, got {h}x{w}")
-    return h, w
+        return shape_hw(text)
+    except InputError as err:
+        raise InputError(f"{option}: {err}") from None
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
