@@ -179,3 +179,26 @@ def test_audio_is_copied_for_the_rendered_duration(tiny_cache, tmp_path, capsys)
     assert kinds == ["audio", "video"]
     assert 0.9 < audio_s < 1.1
     assert "drift" not in stdout
+
+
+def test_pose_file_preview_and_drawn_pose_frames(tiny_cache, tmp_path, inputs, capsys):
+    import cv2
+
+    ref, video = inputs
+    poses, preview = tmp_path / "poses.npz", tmp_path / "prev.mp4"
+    code, stdout, stderr = run_cli(["pose", str(video), "-o", str(poses), "--preview", str(preview), "--preset", "tiny", "--sample-stride", "1"], capsys)
+    assert code == 0, stderr
+    assert json.loads(stdout[stdout.index("{\n"):])["frames"] == 10 and len(decode_frames(preview)) == 10
+    assert preview.with_suffix(".png").is_file()  # contact sheet
+    # already-drawn pose images as a folder, plus the reference's own drawn pose; 100 px rounds to 128
+    frames_dir = tmp_path / "drawn"
+    frames_dir.mkdir()
+    for i, frame in enumerate(decode_frames(preview)[:7]):
+        cv2.imwrite(str(frames_dir / f"{i:03d}.png"), frame[:, :, ::-1])
+    out = tmp_path / "from_frames.mp4"
+    code, stdout, stderr = run_cli(
+        ["run", "--preset", "tiny", "--ref", str(ref), "--pose-frames", str(frames_dir), "--ref-pose", str(frames_dir / "000.png"),
+         "--out", str(out), *SMALL_ARGS, "--resolution", "100"], capsys)
+    assert code == 0, stderr
+    assert "resolution 100 is not a multiple of 64; using 128" in stdout
+    assert decode_frames(out).shape == (7, 192, 128, 3)
