@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from mimic.errors import EngineError
 from mimic.mimicmotion_ref.weights import WeightsLayout, fetch_svd
+from mimic.runtime.backend_api import STAGE_NAMES as RUNTIME_STAGES
 
-RUNTIME_STAGES = ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")
 CACHE_FORMAT = 1
 
 
@@ -46,19 +44,8 @@ def ensure_onnx_graphs(layout: WeightsLayout, precision: str, onnx_dir: Path | N
     if done.is_file():
         return graphs_in(folder, precision)
     log(f"exporting {precision} ONNX graphs into the cache (once per weight set) ...")
-    folder.mkdir(parents=True, exist_ok=True)
-    from mimic.export.onnx_export import export_stage
-    from mimic.export.specs import STAGES
-    from mimic.mimicmotion_ref.loader import load_reference_models
+    from mimic.export.command import export_command
 
-    models = load_reference_models(layout, "cpu")
-    modules = {"image_encoder": models.image_encoder, "vae_encoder": models.vae, "pose_net": models.pose_net, "unet": models.unet, "vae_decoder": models.vae}
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as tmp:
-        for stage in RUNTIME_STAGES:
-            export_stage(STAGES[stage], modules[stage], Path(tmp), precision, log=log)
-        for src in (Path(tmp) / precision).iterdir():
-            dst = folder / precision / src.name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
+    export_command(folder, layout=layout, precision=precision, stages=RUNTIME_STAGES, log=log)
     done.write_text(json.dumps({"precision": precision}) + "\n")
     return graphs_in(folder, precision)
