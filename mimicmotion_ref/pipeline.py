@@ -27,20 +27,23 @@ class ReferenceResult:
     latents: torch.Tensor  # (1, F, 4, h, w) final denoised latents (before 1/scaling_factor)
 
 
-def check_inputs(reference: np.ndarray, poses: np.ndarray, window: int) -> tuple[int, int, int]:
-    """Shapes the released pipeline needs; returns (F, H, W)."""
+def check_shapes(reference: np.ndarray, num_frames: int, pose_hw: tuple[int, int], window: int) -> tuple[int, int, int]:
+    """The shapes the released pipeline needs; returns (F, H, W)."""
     if reference.ndim != 3 or reference.shape[2] != 3 or reference.dtype != np.uint8:
         raise InputError(f"reference must be uint8 (H, W, 3), got {reference.dtype} {reference.shape}")
-    if poses.ndim != 4 or poses.shape[1] != 3 or poses.dtype != np.uint8:
-        raise InputError(f"poses must be uint8 (F, 3, H, W), got {poses.dtype} {poses.shape}")
     h, w = reference.shape[:2]
-    if poses.shape[2:] != (h, w):
-        raise InputError(f"pose images are {poses.shape[2]}x{poses.shape[3]} but the reference is {h}x{w}")
+    if tuple(pose_hw) != (h, w):
+        raise InputError(f"pose images are {pose_hw[0]}x{pose_hw[1]} but the reference is {h}x{w}")
     if h % 64 or w % 64:
         raise InputError(f"height and width must be multiples of 64 (the UNet's skips), got {h}x{w}")
-    num_frames = poses.shape[0]
     window_indices(num_frames, window, 0)  # raises the clear F < T error
     return num_frames, h, w
+
+
+def check_inputs(reference: np.ndarray, poses: np.ndarray, window: int) -> tuple[int, int, int]:
+    if poses.ndim != 4 or poses.shape[1] != 3 or poses.dtype != np.uint8:
+        raise InputError(f"poses must be uint8 (F, 3, H, W), got {poses.dtype} {poses.shape}")
+    return check_shapes(reference, poses.shape[0], poses.shape[2:], window)
 
 
 class MimicMotionReference:

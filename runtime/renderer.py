@@ -99,18 +99,9 @@ class Renderer:
 
 def check_job_shapes(reference: np.ndarray, poses: PoseImages, window: int) -> tuple[int, int, int]:
     """(F, H, W) after the checks the released pipeline needs (multiples of 64, F >= T)."""
-    from mimic.errors import InputError
-    from mimic.mimicmotion_ref.windows import window_indices
+    from mimic.mimicmotion_ref.pipeline import check_shapes
 
-    if reference.ndim != 3 or reference.shape[2] != 3 or reference.dtype != np.uint8:
-        raise InputError(f"reference must be uint8 (H, W, 3), got {reference.dtype} {reference.shape}")
-    h, w = reference.shape[:2]
-    if (poses.height, poses.width) != (h, w):
-        raise InputError(f"pose images are {poses.height}x{poses.width} but the reference is {h}x{w}")
-    if h % 64 or w % 64:
-        raise InputError(f"height and width must be multiples of 64 (the UNet's skips), got {h}x{w}")
-    window_indices(len(poses), window, 0)
-    return len(poses), h, w
+    return check_shapes(reference, len(poses), (poses.height, poses.width), window)
 
 
 def _gen_device(generator: torch.Generator | None) -> torch.device:
