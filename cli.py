@@ -68,7 +68,7 @@ def _register_optional() -> None:
     """Commands contributed by the packages (each module adds its own typer commands)."""
     import importlib
 
-    for module in ("mimic.export.command", "mimic.engine.command", "mimic.runtime.command", "mimic.runtime.pose_cli", "mimic.benchmarks.command"):
+    for module in ("mimic.export.cli_command", "mimic.engine.command", "mimic.runtime.command", "mimic.runtime.pose_cli", "mimic.benchmarks.command"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -288,27 +288,3 @@ def _save_model_info(svd_dir: Path, out_dir: Path, log: Callable[[str], None]) -
         ModelInfo.from_svd_dir(svd_dir).save(out_dir)
     except WeightsError as err:
         log(f"  (model info not written: {err})")
-
-
-EXPORT_HELP = """Export the model stages to ONNX for TensorRT / onnxruntime.
-
-Writes OUT/<fp32|fp16>/<stage>.onnx and OUT/export_manifest.json. fp16 graphs are strongly typed
-(precision lives in the graph: fp16 weights and activations, normalisations in fp32). --validate
-compares every graph with PyTorch (onnxruntime, CPU) at two shapes per stage and prints a table."""
-
-
-def register(app) -> None:
-    """Add ``mimic export`` to a typer app."""
-    import typer
-
-    @app.command("export", help=EXPORT_HELP)
-    def export_cmd(
-        out: Path = typer.Option(..., "--out", help="Output folder for the ONNX graphs."),
-        weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (SVD/, MimicMotion_1-1.pth)."),
-        preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
-        precision: str = typer.Option("both", "--precision", help="fp16 | fp32 | both."),
-        validate: bool = typer.Option(False, "--validate", help="Compare each graph with PyTorch and print a table."),
-        stage: Optional[list[str]] = typer.Option(None, "--stage", help=f"Only these stages (repeatable): {', '.join(STAGES)}."),
-        opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (18-20)."),
-    ) -> None:
-        export_command(out, preset=preset, weights=weights, precision=precision, validate=validate, stages=stage or None, opset=opset, log=typer.echo)

@@ -7,9 +7,10 @@ the dtypes its graphs need and returns outputs as torch tensors on ``backend.dev
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # keep this module import-light: the CLI reads STAGE_NAMES at start-up
+    import torch
 
 STAGE_NAMES = ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")
 
@@ -17,9 +18,9 @@ STAGE_NAMES = ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder"
 @runtime_checkable
 class Backend(Protocol):
     name: str  # "torch" | "onnxruntime" | "tensorrt"
-    device: torch.device
+    device: "torch.device"
 
-    def run(self, stage: str, feeds: dict[str, torch.Tensor], stream: "torch.cuda.Stream | None" = None) -> dict[str, torch.Tensor]:
+    def run(self, stage: str, feeds: "dict[str, torch.Tensor]", stream: "torch.cuda.Stream | None" = None) -> "dict[str, torch.Tensor]":
         """Run one stage. ``stream``: the CUDA stream to enqueue on (None = current stream)."""
         ...
 

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from _export_fixtures import tiny_export  # noqa: F401  (session fixture)
 from mimic.errors import ExportError, InputError, WeightsError
 from mimic.export import command
-from mimic.export.command import export_command, register
+from mimic.export.cli_command import register
+from mimic.export.command import export_command
 from mimic.export.specs import STAGES
 
 
