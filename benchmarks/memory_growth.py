@@ -57,12 +57,9 @@ def child(frames: int, height: int, width: int, window: int, pose_channels: int)
 
     from mimic.mimicmotion_ref.config import GenerationConfig
     from mimic.mimicmotion_ref.dwpose.draw import draw_pose
-    from mimic.runtime.inputs import JobInputs
-    from mimic.runtime.jobs import Job
     from mimic.runtime.model_info import ModelInfo
     from mimic.runtime.pose_source import DrawnPoses
     from mimic.runtime.renderer import Renderer
-    from mimic.runtime.service import JobReport
     from mimic.runtime.synthetic import synthetic_poses, synthetic_reference
     from mimic.runtime.video_writer import VideoWriter
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
-from mimic.errors import InputError, MimicError
+from mimic.errors import InputError
 from mimic.mimicmotion_ref.config import GenerationConfig
 from mimic.mimicmotion_ref.weights import WeightsLayout, fetch_svd
 from mimic.runtime.inputs import JobInputs, load_job_inputs, validate_job

@@ -11,7 +11,7 @@ from mimic.mimicmotion_ref.config import GenerationConfig
 from mimic.mimicmotion_ref.loader import load_reference_models
 from mimic.mimicmotion_ref.pipeline import MimicMotionReference
 from mimic.mimicmotion_ref.pose_net import PoseNet
-from mimic.mimicmotion_ref.tiny import UNET_CONFIG, tiny_layout
+from mimic.mimicmotion_ref.tiny import UNET_CONFIG
 from mimic.mimicmotion_ref.unet import PoseUNet
 from mimic.mimicmotion_ref.weights import resolve_weights
 

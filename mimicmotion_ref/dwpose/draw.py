@@ -31,7 +31,7 @@ import math
 import cv2
 import numpy as np
 
-from .postprocess import KEYPOINT_THRESHOLD, NUM_BODY, PoseFrame
+from .postprocess import KEYPOINT_THRESHOLD, PoseFrame
 
 CANVAS_SHORT_SIDE = 2160
 LIMB_HALF_WIDTH = 4
