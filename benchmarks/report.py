@@ -282,15 +282,21 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_stage_latency(records: list[dict], path: Path) -> Path | None:
-    stages = sorted((r for r in records if r["kind"] == "stage"), key=_stage_sort)
-    if not stages:
-        return None
+def _stage_series(records: list[dict], keep, value) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Per-stage categories ("stage\nshape") and one {category: value} series per run/backend label."""
+    stages = sorted((r for r in records if r["kind"] == "stage" and keep(r)), key=_stage_sort)
     labels = series_labels(records)
     cats = list(OrderedDict.fromkeys(f"{r['stage']}\n{r['shape']}" for r in stages))
     series: dict[str, dict[str, float]] = OrderedDict()
     for r in stages:
-        series.setdefault(labels[(r["run_id"], r["backend"])], {})[f"{r['stage']}\n{r['shape']}"] = r["median_s"] * 1e3
+        series.setdefault(labels[(r["run_id"], r["backend"])], {})[f"{r['stage']}\n{r['shape']}"] = value(r)
+    return cats, series
+
+
+def plot_stage_latency(records: list[dict], path: Path) -> Path | None:
+    cats, series = _stage_series(records, lambda r: True, lambda r: r["median_s"] * 1e3)
+    if not cats:
+        return None
     fig, (ax,) = _figure(max(8.0, 1.2 * len(cats) + 4), 5.5)
     _grouped_bars(ax, cats, series, "median latency (ms, log)", log=True)
     ax.set_title("Stage latency per device and backend")
@@ -329,14 +335,9 @@ def plot_speedup(records: list[dict], path: Path) -> Path | None:
 
 
 def plot_efficiency(records: list[dict], path: Path) -> Path | None:
-    stages = sorted((r for r in records if r["kind"] == "stage" and r.get("fraction_of_matmul") is not None), key=_stage_sort)
-    if not stages:
+    cats, series = _stage_series(records, lambda r: r.get("fraction_of_matmul") is not None, lambda r: 100 * r["fraction_of_matmul"])
+    if not cats:
         return None
-    labels = series_labels(records)
-    cats = list(OrderedDict.fromkeys(f"{r['stage']}\n{r['shape']}" for r in stages))
-    series: dict[str, dict[str, float]] = OrderedDict()
-    for r in stages:
-        series.setdefault(labels[(r["run_id"], r["backend"])], {})[f"{r['stage']}\n{r['shape']}"] = 100 * r["fraction_of_matmul"]
     fig, (ax,) = _figure(max(8.0, 1.2 * len(cats) + 4), 5.5)
     _grouped_bars(ax, cats, series, "% of the measured dense matrix rate")
     ax.set_title("Achieved FLOP rate per stage")
