@@ -19,8 +19,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mimic demo --out demo-out
 
+# Two pytest workers (one per core); a test file stays on one worker so its module fixtures
+# (one tiny export, one engine build) run once.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu" tests
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow and not gpu" tests
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -1,18 +1,22 @@
-"""The ``mimic`` command line.
+"""The ``mimic`` command line: one Typer app assembled from the command modules in ``commands/``.
+
+Follow a command from here: ``mimic run`` is ``commands/run.py``, which validates the jobs, loads
+the backend once and renders every job with ``mimic.runtime.pipeline.generate``.
 
 User errors (subclasses of :class:`mimic.errors.MimicError`) print one line and exit with the
-error's code; anything else is a bug and keeps its traceback.
+error's code; anything else is a bug and keeps its traceback. Command modules import only typer
+at start-up (their work is imported when they run), so ``mimic --help`` stays fast; a command
+module that fails to import fails loudly.
 """
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
-from typing import Optional
 
 import typer
 
+from mimic.commands import bench, demo, engines, export, pose, run
 from mimic.errors import MimicError
+from mimic.logs import setup_cli_logging
 
 app = typer.Typer(
     name="mimic",
@@ -28,61 +32,13 @@ def _root() -> None:
     """MimicMotion inference engine."""
 
 
-class StageTimer:
-    """Prints and records how long each named stage took."""
-
-    def __init__(self, echo=typer.echo):
-        self.echo = echo
-        self.seconds: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, exc_type, exc, tb):
-                if exc_type is None:
-                    timer.seconds[name] = time.perf_counter() - self.t0
-                    timer.echo(f"  {name:<10} {timer.seconds[name]:7.2f} s")
-
-        return _Stage()
-
-
-@app.command()
-def demo(
-    out: Path = typer.Option(Path("demo-out"), help="Folder for demo.mp4 and preview.png."),
-    frames: int = typer.Option(24, min=1, help="Number of output frames."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (tiny default: 8)."),
-    seed: int = typer.Option(42, help="Random seed."),
-    backend: str = typer.Option("onnxruntime", help="torch | onnxruntime."),
-) -> None:
-    """Run the whole pipeline on the embedded tiny model with a built-in reference image and dance."""
-    from mimic.runtime.demo import run_demo
-
-    run_demo(out, frames=frames, steps=steps, seed=seed, backend=backend, echo=typer.echo, timer=StageTimer())
-
-
-def _register_optional() -> None:
-    """Commands contributed by the packages (each module adds its own typer commands)."""
-    import importlib
-
-    for module in ("mimic.export.cli_command", "mimic.engine.command", "mimic.runtime.command", "mimic.runtime.pose_cli", "mimic.benchmarks.command"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:  # a real missing dependency inside the module: surface it
-                raise
-            continue
-        mod.register(app)
-
-
-_register_optional()
+for _commands in (demo.app, run.app, pose.app, export.app, engines.app, bench.app):
+    app.add_typer(_commands)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: typer handles usage errors (exit 2); user errors become one line."""
+    setup_cli_logging()
     try:
         app(args=argv)
     except MimicError as err:

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 import torch
+from mimic.spec import StageName as S
 
 # --- the real SVD-xt-1-1 + MimicMotion 1.1 configurations (mimicmotion spec section 2.2) ---------
 # The one place they are written down; with real weights they are read from the SVD folder instead.
@@ -112,17 +113,17 @@ class ModelConfigs:
         def read(sub: str) -> dict:
             return json.loads((svd_dir / sub / "config.json").read_text())
 
-        unet = read("unet")
+        unet = read(S.UNET)
         if name is None:
             name = "real" if int(unet.get("block_out_channels", [320])[0]) >= 320 else "tiny"
-        return cls.from_dicts(unet, read("vae"), read("image_encoder"), name)
+        return cls.from_dicts(unet, read("vae"), read(S.IMAGE_ENCODER), name)
 
     def dict(self, which: str) -> dict:
         return json.loads(getattr(self, which))
 
     @property
     def pose_channels(self) -> int:
-        return int(self.dict("unet")["block_out_channels"][0])
+        return int(self.dict(S.UNET)["block_out_channels"][0])
 
 
 # ------------------------------------------------------------------------------ meta-device models
@@ -130,7 +131,7 @@ class ModelConfigs:
 def _meta_model(kind: str, config_json: str) -> torch.nn.Module:
     cfg = json.loads(config_json)
     with torch.device("meta"):
-        if kind == "unet":
+        if kind == S.UNET:
             from mimic.mimicmotion_ref.unet import PoseUNet
 
             model = PoseUNet.from_config(cfg)
@@ -142,7 +143,7 @@ def _meta_model(kind: str, config_json: str) -> torch.nn.Module:
             from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
             model = CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(cfg))
-        elif kind == "pose_net":
+        elif kind == S.POSE_NET:
             from mimic.mimicmotion_ref.pose_net import PoseNet
 
             model = PoseNet(noise_latent_channels=int(cfg["channels"]))
@@ -170,7 +171,7 @@ def _latent(height: int, width: int) -> tuple[int, int]:
 @functools.lru_cache(maxsize=256)
 def _unet(config_json: str, frames: int, height: int, width: int, batch: int) -> int:
     cfg = json.loads(config_json)
-    model = _meta_model("unet", config_json)
+    model = _meta_model(S.UNET, config_json)
     h, w = _latent(height, width)
     c0, d = int(cfg["block_out_channels"][0]), int(cfg["cross_attention_dim"])
 
@@ -211,7 +212,7 @@ def _clip(config_json: str, batch: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _pose_net(channels: int, frames: int, height: int, width: int) -> int:
-    model = _meta_model("pose_net", json.dumps({"channels": channels}))
+    model = _meta_model(S.POSE_NET, json.dumps({"channels": channels}))
     return _count(lambda: model(torch.empty(frames, 3, height, width)))
 
 
@@ -245,15 +246,15 @@ def pose_net_flops(configs: ModelConfigs, frames: int, height: int, width: int) 
 
 def stage_flops(stage: str, point: Mapping[str, int], configs: ModelConfigs) -> int:
     """FLOPs of one backend call of ``stage`` at an ``export.specs`` shape point (B/F/N/H/W)."""
-    if stage == "unet":
+    if stage == S.UNET:
         return unet_flops(configs, point["F"], point["H"], point["W"], point.get("B", 1))
-    if stage == "vae_decoder":
+    if stage == S.VAE_DECODER:
         return vae_decoder_flops(configs, point["N"], point["H"], point["W"])
-    if stage == "vae_encoder":
+    if stage == S.VAE_ENCODER:
         return vae_encoder_flops(configs, point["H"], point["W"], point.get("B", 1))
-    if stage == "image_encoder":
+    if stage == S.IMAGE_ENCODER:
         return clip_flops(configs, point.get("B", 1))
-    if stage == "pose_net":
+    if stage == S.POSE_NET:
         return pose_net_flops(configs, point["N"], point["H"], point["W"])
     raise ValueError(f"no FLOP model for stage {stage!r}")
 
@@ -321,11 +322,11 @@ def job_flops(
     full, rest = divmod(frames, chunk)
     decode = full * vae_decoder_flops(configs, chunk, height, width) + (vae_decoder_flops(configs, rest, height, width) if rest else 0)
     stages = {
-        "image_encoder": clip_flops(configs, 1),
-        "vae_encoder": vae_encoder_flops(configs, height, width, 1),
-        "pose_net": pose_calls * pose_net_flops(configs, config.window, height, width),
-        "unet": passes * per_pass,
-        "vae_decoder": decode,
+        S.IMAGE_ENCODER: clip_flops(configs, 1),
+        S.VAE_ENCODER: vae_encoder_flops(configs, height, width, 1),
+        S.POSE_NET: pose_calls * pose_net_flops(configs, config.window, height, width),
+        S.UNET: passes * per_pass,
+        S.VAE_DECODER: decode,
     }
     return JobFlops(
         output_frames=int(num_output_frames), frames=frames, height=int(height), width=int(width), window=int(config.window),

@@ -17,6 +17,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from mimic.spec import StageName as S
+from mimic.spec import TensorName as N
 
 
 class StubBackend:
@@ -31,20 +33,20 @@ class StubBackend:
     def run(self, stage, feeds, stream=None):
         import torch
 
-        if stage == "unet":
+        if stage == S.UNET:
             b, f, _, h, w = feeds["sample"].shape
-            return {"noise_pred": torch.zeros(b, f, 4, h, w)}
-        if stage == "pose_net":
-            n, _, hh, ww = feeds["pose_images"].shape
-            return {"pose_latents": torch.zeros(n, self.c, hh // 8, ww // 8)}
-        if stage == "vae_decoder":
+            return {N.NOISE_PRED: torch.zeros(b, f, 4, h, w)}
+        if stage == S.POSE_NET:
+            n, _, hh, ww = feeds[N.POSE_IMAGES].shape
+            return {N.POSE_LATENTS: torch.zeros(n, self.c, hh // 8, ww // 8)}
+        if stage == S.VAE_DECODER:
             n, _, h, w = feeds["latents"].shape
             return {"frames": torch.zeros(n, 3, h * 8, w * 8)}
-        if stage == "image_encoder":
-            return {"image_embeds": torch.zeros(1, 1024)}
-        if stage == "vae_encoder":
+        if stage == S.IMAGE_ENCODER:
+            return {N.IMAGE_EMBEDS: torch.zeros(1, 1024)}
+        if stage == S.VAE_ENCODER:
             _, _, hh, ww = feeds["image"].shape
-            return {"latent_mean": torch.zeros(1, 4, hh // 8, ww // 8)}
+            return {N.LATENT_MEAN: torch.zeros(1, 4, hh // 8, ww // 8)}
         raise KeyError(stage)
 
     def close(self):
@@ -56,12 +58,13 @@ def child(frames: int, height: int, width: int, window: int, pose_channels: int)
     import torch
 
     from mimic.mimicmotion_ref.config import GenerationConfig
-    from mimic.mimicmotion_ref.dwpose.draw import draw_pose
-    from mimic.runtime.model_info import ModelInfo
-    from mimic.runtime.pose_source import DrawnPoses
-    from mimic.runtime.renderer import Renderer
-    from mimic.runtime.synthetic import synthetic_poses, synthetic_reference
-    from mimic.runtime.video_writer import VideoWriter
+    from mimic.pose.draw import draw_pose
+    from mimic.media.video_writer import VideoWriter
+    from mimic.mimicmotion_ref.model_info import ModelInfo
+    from mimic.pose.images import DrawnPoses
+    from mimic.runtime.demo_assets import synthetic_poses, synthetic_reference
+    from mimic.runtime.inputs import JobInputs
+    from mimic.runtime.pipeline import Components, generate, in_memory_job
 
     proc = psutil.Process()
     peak = [proc.memory_info().rss]
@@ -75,17 +78,14 @@ def child(frames: int, height: int, width: int, window: int, pose_channels: int)
     threading.Thread(target=sample, daemon=True).start()
     info = ModelInfo(4, pose_channels, 1024, 0.18215, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.002, 700.0)
     config = GenerationConfig(resolution=min(height, width), window=window, overlap=6, steps=2)
-    renderer = Renderer(StubBackend(pose_channels), info, torch.float32)
+    components = Components(backend=StubBackend(pose_channels), info=info, dtype=torch.float32, base_config=config, detector=lambda: None)
     dance = synthetic_poses(frames + 1, (height, width))
     poses = DrawnPoses(draw_pose(dance[0], height, width), dance[1:], height, width)
     base = proc.memory_info().rss
     t0 = time.perf_counter()
-    prepared = renderer.prepare(synthetic_reference(height, width), poses, config, torch.Generator().manual_seed(0))
-    latents = renderer.denoise(prepared, config)
-    del prepared
+    inputs = JobInputs(synthetic_reference(height, width), poses, frames, config.output_fps)
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "o.mp4", 15, (height, width)) as writer:
-        for start, chunk in renderer.decode_chunks(latents, config.decode_chunk):
-            writer.write(chunk[max(0, 1 - start):])
+        generate(components, in_memory_job(config), inputs=inputs, sink=writer)
     stop.set()
     return {"frames": frames, "peak_rss_mb": peak[0] / 2**20, "base_rss_mb": base / 2**20, "seconds": time.perf_counter() - t0}
 

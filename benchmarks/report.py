@@ -18,8 +18,9 @@ from typing import Iterable
 from mimic.benchmarks.env import describe, device_label
 from mimic.benchmarks.results import merge_files
 from mimic.errors import InputError
+from mimic.spec import StageName as S
 
-STAGE_ORDER = ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")
+STAGE_ORDER = (S.IMAGE_ENCODER, S.VAE_ENCODER, S.POSE_NET, S.UNET, S.VAE_DECODER)
 MIB = 2**20
 
 

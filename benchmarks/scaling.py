@@ -83,7 +83,7 @@ def run_point(pt: ScalingPoint) -> dict:
     from mimic.mimicmotion_ref.config import GenerationConfig
     from mimic.mimicmotion_ref.presets import layout_from_options
     from mimic.mimicmotion_ref.weights import fetch_svd
-    from mimic.runtime.model_info import ModelInfo
+    from mimic.mimicmotion_ref.model_info import ModelInfo
 
     if pt.threads:
         torch.set_num_threads(pt.threads)
@@ -105,7 +105,7 @@ def run_point(pt: ScalingPoint) -> dict:
         from mimic.runtime.backend_ort import OnnxRuntimeBackend
         from mimic.runtime.onnx_cache import ensure_onnx_graphs
 
-        graphs = ensure_onnx_graphs(layout, "fp16" if dtype == torch.float16 else "fp32", Path(pt.onnx_dir) if pt.onnx_dir else None, lambda s: None)
+        graphs = ensure_onnx_graphs(layout, "fp16" if dtype == torch.float16 else "fp32", Path(pt.onnx_dir) if pt.onnx_dir else None)
         backend = OnnxRuntimeBackend(graphs, dev, pt.threads)
     else:
         raise ValueError(f"scaling backend must be reference, torch or onnxruntime, got {pt.backend!r}")
@@ -128,21 +128,12 @@ def run_point(pt: ScalingPoint) -> dict:
             n_out = int(min(pt.frames, result.frames.shape[0]))
             del result
         else:
-            from mimic.runtime.renderer import Renderer
+            from mimic.benchmarks.stage_bench import run_pipeline
 
-            renderer = Renderer(backend, info, dtype)
-            prepared = renderer.prepare(reference, poses, cfg, gen)
-            sync(dev)
-            t1 = time.perf_counter()
-            latents = renderer.denoise(prepared, cfg)
-            sync(dev)
-            t2 = time.perf_counter()
-            n_out = 0
-            for start, chunk in renderer.decode_chunks(latents, cfg.decode_chunk):
-                n_out += max(0, min(chunk.shape[0], 1 + pt.frames - start) - max(0, 1 - start))
-            sync(dev)
-            t3 = time.perf_counter()
-            phases.update(encode=t1 - t_job, denoise=t2 - t1, decode=t3 - t2)
+            report, _ = run_pipeline(backend, info, dtype, cfg, reference, poses, pt.frames, keep=False)
+            n_out = report.frames
+            sec = report.seconds
+            phases.update(encode=sec["inputs"] + sec["encode"], denoise=sec["denoise"], decode=sec["decode_write"])
         seconds = time.perf_counter() - t_job
     from mimic.mimicmotion_ref.windows import window_indices
 

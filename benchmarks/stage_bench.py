@@ -36,9 +36,11 @@ from mimic.benchmarks.flops import ModelConfigs, job_flops, stage_flops
 from mimic.benchmarks.matmul_rate import measure_matmul_rate
 from mimic.benchmarks.results import RunContext
 from mimic.errors import EngineError, InputError, MimicError
+from mimic.spec import StageName as S
+from mimic.spec import TensorName as N
 
-STAGE_ORDER = ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")
-WINDOW_STAGES = ("pose_net", "unet")  # the stages whose shape depends on the window length
+STAGE_ORDER = (S.IMAGE_ENCODER, S.VAE_ENCODER, S.POSE_NET, S.UNET, S.VAE_DECODER)
+WINDOW_STAGES = (S.POSE_NET, S.UNET)  # the stages whose shape depends on the window length
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 REFERENCE = "reference"
 # Standard real jobs whose floor time is reported at every run's matrix rate.
@@ -226,9 +228,9 @@ def synthetic_job(height: int, width: int, output_frames: int, window: int) -> t
     """(reference (H, W, 3), poses (F, 3, H, W)) uint8: the built-in figure and its dance, frame 0 = the
     reference pose, padded to one window like the runtime does. The dance repeats every 24 frames,
     so only 24 distinct poses are drawn (drawing is input preparation, not what is measured)."""
-    from mimic.mimicmotion_ref.dwpose.draw import PoseDrawer
+    from mimic.pose.draw import PoseDrawer
     from mimic.runtime.inputs import pad_to_window
-    from mimic.runtime.synthetic import synthetic_poses, synthetic_reference
+    from mimic.runtime.demo_assets import synthetic_poses, synthetic_reference
 
     reference = synthetic_reference(height, width)
     draw = PoseDrawer(height, width)
@@ -236,6 +238,27 @@ def synthetic_job(height: int, width: int, output_frames: int, window: int) -> t
     poses = cycle[np.arange(output_frames + 1) % len(cycle)]
     poses, _ = pad_to_window(poses, window, pad=True)
     return reference, poses
+
+
+def run_pipeline(backend, info, dtype, config, reference: np.ndarray, poses: np.ndarray, output_frames: int, keep: bool = True):
+    """One job through the one pipeline (``generate``) on ready inputs; frames kept in memory.
+    Returns (report, frames (n, 3, H, W) uint8 or None)."""
+    from mimic.pose.images import as_pose_images
+    from mimic.runtime.inputs import JobInputs
+    from mimic.runtime.pipeline import Components, FrameCollector, Hooks, generate, in_memory_job
+
+    class _Sync(Hooks):
+        synchronize = True
+
+    components = Components(backend=backend, info=info, dtype=dtype, base_config=config, detector=_no_detector)
+    inputs = JobInputs(reference, as_pose_images(poses), output_frames, config.output_fps)
+    sink = FrameCollector(keep)
+    report = generate(components, in_memory_job(config), inputs=inputs, sink=sink, hooks=_Sync())
+    return report, sink.frames()
+
+
+def _no_detector():
+    raise RuntimeError("benchmark jobs carry drawn poses: DWPose is not run")
 
 
 # ------------------------------------------------------------------------------------- runners
@@ -253,17 +276,17 @@ class ReferenceStages:
 
     @torch.no_grad()
     def run(self, stage: str, feeds: dict[str, torch.Tensor], stream=None) -> dict[str, torch.Tensor]:
-        if stage != "unet":
+        if stage != S.UNET:
             return self._torch.run(stage, feeds)
         m, dt, dev = self.models, self.models.dtype, self.device
         x = feeds["sample"].to(dev, dt)
         t = feeds["timestep"].to(dev, torch.float32)
-        e = feeds["encoder_hidden_states"].to(dev, dt)
-        ids = feeds["added_time_ids"].to(dev, dt)
+        e = feeds[N.ENCODER_HIDDEN_STATES].to(dev, dt)
+        ids = feeds[N.ADDED_TIME_IDS].to(dev, dt)
         frames = x.shape[1]
         u = m.unet(x[:1], t[:1], e[:1], ids[:1], pose_latents=None)
-        c = m.unet(x[1:], t[1:], e[1:], ids[1:], pose_latents=feeds["pose_latents"][frames:].to(dev, dt))
-        return {"noise_pred": torch.cat([u, c])}
+        c = m.unet(x[1:], t[1:], e[1:], ids[1:], pose_latents=feeds[N.POSE_LATENTS][frames:].to(dev, dt))
+        return {N.NOISE_PRED: torch.cat([u, c])}
 
     def close(self) -> None:
         pass
@@ -304,17 +327,16 @@ class Bench:
 
     # -- setup --
     def _setup(self) -> None:
-        from mimic.export.specs import ModelDims
         from mimic.mimicmotion_ref.presets import layout_from_options
         from mimic.mimicmotion_ref.weights import fetch_svd
-        from mimic.runtime.model_info import ModelInfo
+        from mimic.mimicmotion_ref.model_info import ModelInfo
 
         p = self.plan
         self.layout = layout_from_options(preset=p.preset, weights=p.weights)
         svd_dir = fetch_svd(self.layout.svd)
         self.configs = ModelConfigs.from_svd_dir(svd_dir)
-        self.dims = ModelDims.from_svd_dir(svd_dir)
         self.info = ModelInfo.from_svd_dir(svd_dir)
+        self.dims = self.info.dims
         self.device = resolve_device(p.device)
         if p.threads:
             torch.set_num_threads(p.threads)
@@ -374,7 +396,7 @@ class Bench:
             from mimic.runtime.backend_ort import OnnxRuntimeBackend
             from mimic.runtime.onnx_cache import ensure_onnx_graphs
 
-            graphs = ensure_onnx_graphs(self.layout, self.precision, p.onnx_dir, self.log)
+            graphs = ensure_onnx_graphs(self.layout, self.precision, p.onnx_dir)
             return OnnxRuntimeBackend(graphs, self.device, p.threads)
         if name == "tensorrt":
             if self.device.type != "cuda":
@@ -382,7 +404,7 @@ class Bench:
             if p.engines is None:
                 raise EngineError("the tensorrt backend needs --engines DIR (from `mimic build-engines`)")
             try:
-                from mimic.engine.trt_backend import TensorRTBackend
+                from mimic.runtime.backend_trt import TensorRTBackend
             except ImportError as err:
                 raise EngineError(f"the tensorrt backend is unavailable here ({err})") from None
             return TensorRTBackend(p.engines, self.device)
@@ -393,24 +415,25 @@ class Bench:
         p = self.plan
         hw = f"{p.height}x{p.width}"
         points = {
-            "image_encoder": {"B": 1},
-            "vae_encoder": {"B": 1, "H": p.height, "W": p.width},
-            "pose_net": {"N": window, "H": p.height, "W": p.width},
-            "unet": {"B": 2, "F": window, "H": p.height, "W": p.width},
-            "vae_decoder": {"N": p.decode_chunk, "H": p.height, "W": p.width},
+            S.IMAGE_ENCODER: {"B": 1},
+            S.VAE_ENCODER: {"B": 1, "H": p.height, "W": p.width},
+            S.POSE_NET: {"N": window, "H": p.height, "W": p.width},
+            S.UNET: {"B": 2, "F": window, "H": p.height, "W": p.width},
+            S.VAE_DECODER: {"N": p.decode_chunk, "H": p.height, "W": p.width},
         }
         out = []
         for stage in STAGE_ORDER:
             if stage in WINDOW_STAGES:
                 out.append((stage, f"{hw} T={window}", points[stage]))
             elif first:
-                out.append((stage, "224x224" if stage == "image_encoder" else hw, points[stage]))
+                out.append((stage, "224x224" if stage == S.IMAGE_ENCODER else hw, points[stage]))
         return out
 
     def bench_stages(self, backends: dict) -> None:
         """Every stage at every shape on every backend. Backends take turns call by call (after each
         one's warm-up), so load from other processes on a shared machine hits all of them alike."""
-        from mimic.export.specs import STAGES
+        from mimic.export.dummy import dummy_inputs
+        from mimic.spec import STAGES
 
         p = self.plan
         for k, window in enumerate(p.windows):
@@ -418,7 +441,7 @@ class Bench:
                 if self.over_budget():
                     self.skip(f"stage {stage} {shape}", f"time budget of {p.time_budget_s:.0f} s used up")
                     continue
-                feeds = STAGES[stage].dummy_inputs(point, self.dims, self.precision, seed=0, device=self.device)
+                feeds = dummy_inputs(STAGES[stage], point, self.dims, self.precision, seed=0, device=self.device)
                 times: dict[str, list[float]] = {name: [] for name in backends}
                 with torch.no_grad():
                     for name, backend in backends.items():
@@ -483,24 +506,10 @@ class Bench:
                 frames = result.frames[:n]
                 phases = {"encode_denoise": marks.get("denoised", t_end) - t0, "decode": t_end - marks.get("denoised", t_end)}
             else:
-                from mimic.runtime.renderer import Renderer
-
-                renderer = Renderer(backend, self.info, self.dtype)
-                prepared = renderer.prepare(reference, poses, cfg, gen)
-                sync(dev)
-                t1 = time.perf_counter()
-                latents = renderer.denoise(prepared, cfg)
-                sync(dev)
-                t2 = time.perf_counter()
-                kept = []
-                for start, chunk in renderer.decode_chunks(latents, cfg.decode_chunk):
-                    lo, hi = max(0, 1 - start), max(0, 1 + n - start)  # drop slot 0 and padding
-                    if hi > lo:
-                        kept.append(chunk[lo:hi])
-                sync(dev)
+                report, frames = run_pipeline(backend, self.info, self.dtype, cfg, reference, poses, n)
                 t_end = time.perf_counter()
-                frames = np.concatenate(kept) if kept else None
-                phases = {"encode": t1 - t0, "denoise": t2 - t1, "decode": t_end - t2}
+                sec = report.seconds
+                phases = {"encode": sec["inputs"] + sec["encode"], "denoise": sec["denoise"], "decode": sec["decode_write"]}
         return E2EResult(name, t_end - t0, phases, mem.summary(), frames)
 
     def bench_e2e(self, backends: dict) -> None:

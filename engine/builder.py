@@ -12,16 +12,19 @@ segfaults at interpreter exit. Engines are loaded by ``mimic.engine.runner``.
 from __future__ import annotations
 
 import importlib
-import os
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from mimic.engine.gpu import TRT_MODULES as TARGET_MODULES  # target -> module name, defined once
 from mimic.engine.gpu import gpu_available
 from mimic.errors import EngineError
+from mimic.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 _INSTALL_ADVICE = {
     "tensorrt": "install TensorRT 11 from NVIDIA's index (pip install --extra-index-url https://pypi.nvidia.com "
@@ -78,7 +81,7 @@ def _major(trt: ModuleType) -> int:
 # ------------------------------------------------------------------------------ logging helpers
 
 
-def _make_logger(trt: ModuleType, log: Callable[[str], None]):
+def _make_logger(trt: ModuleType):
     class _Logger(trt.ILogger):
         """Errors are kept for the exception; warnings are counted and the first few shown."""
 
@@ -86,6 +89,9 @@ def _make_logger(trt: ModuleType, log: Callable[[str], None]):
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
             self.warnings = 0
+            # TensorRT calls back from its own threads, possibly while holding its locks: the
+            # callbacks only append, and the lines are logged by the caller (``_flush``).
+            self.lines: list[str] = []
 
         def log(self, severity, msg) -> None:  # noqa: A003 - TensorRT's name
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
@@ -93,12 +99,12 @@ def _make_logger(trt: ModuleType, log: Callable[[str], None]):
             elif severity == trt.ILogger.Severity.WARNING:
                 self.warnings += 1
                 if self.warnings <= _MAX_LOGGED_WARNINGS:
-                    log(f"    [TRT warning] {str(msg).strip()[:300]}")
+                    self.lines.append(f"    [TRT warning] {str(msg).strip()[:300]}")
 
     return _Logger()
 
 
-def _make_progress(trt: ModuleType, log: Callable[[str], None]):
+def _make_progress(trt: ModuleType):
     if not hasattr(trt, "IProgressMonitor"):
         return None
 
@@ -109,12 +115,13 @@ def _make_progress(trt: ModuleType, log: Callable[[str], None]):
             trt.IProgressMonitor.__init__(self)
             self._start: dict[str, float] = {}
             self._top: set[str] = set()
+            self.lines: list[str] = []  # logged by the caller (see _make_logger)
 
         def phase_start(self, phase_name, parent_phase, num_steps) -> None:
             if parent_phase is None:
                 self._top.add(phase_name)
                 self._start[phase_name] = time.perf_counter()
-                log(f"    build phase: {phase_name} ({num_steps} steps)")
+                self.lines.append(f"    build phase: {phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name, step) -> bool:
             return True
@@ -122,7 +129,7 @@ def _make_progress(trt: ModuleType, log: Callable[[str], None]):
         def phase_finish(self, phase_name) -> None:
             if phase_name in self._top:
                 self._top.discard(phase_name)
-                log(f"    build phase done: {phase_name} ({time.perf_counter() - self._start.pop(phase_name, time.perf_counter()):.1f} s)")
+                self.lines.append(f"    build phase done: {phase_name} ({time.perf_counter() - self._start.pop(phase_name, time.perf_counter()):.1f} s)")
 
     return _Progress()
 
@@ -156,26 +163,26 @@ def _set_compute_capabilities(trt: ModuleType, config, sms: tuple[str, ...]) -> 
         config.set_compute_capability(v, i)
 
 
-def _load_timing_cache(config, path: Path | None, log: Callable[[str], None]):
+def _load_timing_cache(config, path: Path | None):
     if path is None:
         return None
     if not hasattr(config, "create_timing_cache"):
-        log("    timing cache: not supported by this TensorRT flavour, ignored")
+        log.info("    timing cache: not supported by this TensorRT flavour, ignored")
         return None
     data = Path(path).read_bytes() if Path(path).is_file() else b""
     if data:
-        log(f"    timing cache: loaded {len(data)} bytes from {Path(path).name}")
+        log.info(f"    timing cache: loaded {len(data)} bytes from {Path(path).name}")
     cache = config.create_timing_cache(data)
     if cache is None and data:  # unreadable cache (other version/GPU): start a fresh one
-        log("    timing cache: unreadable, starting a new one")
+        log.info("    timing cache: unreadable, starting a new one")
         cache = config.create_timing_cache(b"")
     if cache is None or not config.set_timing_cache(cache, False):
-        log("    timing cache: could not be attached, ignored")
+        log.info("    timing cache: could not be attached, ignored")
         return None
     return cache
 
 
-def _save_timing_cache(config, path: Path, log: Callable[[str], None]) -> None:
+def _save_timing_cache(config, path: Path) -> None:
     cache = config.get_timing_cache()
     if cache is None:
         return
@@ -183,11 +190,8 @@ def _save_timing_cache(config, path: Path, log: Callable[[str], None]) -> None:
     if not data:  # nothing was timed (e.g. a TensorRT-RTX build without a GPU): keep any old cache
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # atomic: concurrent builders never see half a cache
-    log(f"    timing cache: saved {len(data)} bytes to {path.name}")
+    atomic_write_bytes(path, data)  # concurrent builders never see half a cache
+    log.info(f"    timing cache: saved {len(data)} bytes to {path.name}")
 
 
 def _parser_errors(parser) -> list[str]:
@@ -229,27 +233,35 @@ def _check_profiles(network, profiles: Sequence[Profile]) -> None:
 # ------------------------------------------------------------------------------------ the build
 
 
-def build_serialized_engine(
-    onnx_path: Path | str,
-    profiles: Sequence[Profile],
-    options: BuildOptions = BuildOptions(),
-    log: Callable[[str], None] = print,
-) -> bytes:
-    """Parse ``onnx_path`` (external data is found beside it), add ``profiles``
-    (``[{input: (min, opt, max)}]``), build, and return the serialized plan."""
+def build_serialized_engine(onnx_path: Path | str, profile: Profile | None, options: BuildOptions = BuildOptions()) -> bytes:
+    """Parse ``onnx_path`` (external data is found beside it), add the one optimization ``profile``
+    (``{input: (min, opt, max)}``; None for a static graph), build, and return the serialized plan.
+    Progress goes to this module's logger."""
+    callbacks: list = []
+    try:
+        return _build(onnx_path, profile, options, callbacks)
+    finally:
+        for cb in callbacks:
+            for line in cb.lines:
+                log.info(line)
+
+
+def _build(onnx_path: Path | str, profile: Profile | None, options: BuildOptions, callbacks: list) -> bytes:
+    profiles: list[Profile] = [] if profile is None else [profile]
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise EngineError(f"ONNX model not found: {onnx_path}")
     trt = load_trt(options.target)
     t0 = time.perf_counter()
-    logger = _make_logger(trt, log)
+    logger = _make_logger(trt)
+    callbacks.append(logger)
     builder = trt.Builder(logger)
     if builder is None:
         raise EngineError(f"{trt.__name__} could not create a builder: {'; '.join(logger.errors) or 'no GPU/driver?'}")
     network = builder.create_network(_network_flags(trt, options.target))
     parser = trt.OnnxParser(network, logger)
 
-    log(f"  parse {onnx_path.name}")
+    log.info(f"  parse {onnx_path.name}")
     if not parser.parse_from_file(str(onnx_path)):
         errors = _parser_errors(parser) or logger.errors or ["unknown parser error"]
         raise EngineError(f"cannot parse {onnx_path.name}: " + " | ".join(errors[:10]) + (f" (+{len(errors) - 10} more)" if len(errors) > 10 else ""))
@@ -261,7 +273,7 @@ def build_serialized_engine(
         if options.target == "tensorrt-rtx" and not gpu_available():
             # Measured (TensorRT-RTX 1.7): with a pool limit set, the CPU-only ahead-of-time build tries
             # to reserve the workspace on a device and fails (cudaError 35 + OutOfMemory).
-            log("    workspace cap: ignored for a TensorRT-RTX build without a GPU (it would try to reserve it)")
+            log.info("    workspace cap: ignored for a TensorRT-RTX build without a GPU (it would try to reserve it)")
         else:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))
     if options.refittable:
@@ -278,16 +290,17 @@ def build_serialized_engine(
             p.set_shape(name, tuple(int(d) for d in mn), tuple(int(d) for d in opt), tuple(int(d) for d in mx))
         if config.add_optimization_profile(p) < 0:
             raise EngineError(f"TensorRT rejected an optimization profile: {'; '.join(logger.errors[-3:]) or prof}")
-    monitor = _make_progress(trt, log)
+    monitor = _make_progress(trt)
     if monitor is not None:
+        callbacks.insert(0, monitor)
         config.progress_monitor = monitor
     cache = None
     if options.timing_cache is not None and options.target == "tensorrt-rtx" and not gpu_available():
-        log("    timing cache: not used by a TensorRT-RTX build without a GPU (nothing is timed)")
+        log.info("    timing cache: not used by a TensorRT-RTX build without a GPU (nothing is timed)")
     else:
-        cache = _load_timing_cache(config, options.timing_cache, log)
+        cache = _load_timing_cache(config, options.timing_cache)
 
-    log(f"  build {onnx_path.name} ({trt.__name__} {trt.__version__}, level {options.optimization_level}, {len(profiles)} profile(s))")
+    log.info(f"  build {onnx_path.name} ({trt.__name__} {trt.__version__}, level {options.optimization_level}, {len(profiles)} profile(s))")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         detail = "; ".join(logger.errors[-5:]) or "no error message from TensorRT"
@@ -295,7 +308,7 @@ def build_serialized_engine(
     plan = bytes(memoryview(serialized))
     del serialized
     if cache is not None and options.timing_cache is not None:
-        _save_timing_cache(config, options.timing_cache, log)
+        _save_timing_cache(config, options.timing_cache)
     extra = f", {logger.warnings} TensorRT warnings" if logger.warnings else ""
-    log(f"  built {onnx_path.name}: {len(plan) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s{extra}")
+    log.info(f"  built {onnx_path.name}: {len(plan) / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s{extra}")
     return plan

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mimic.errors import EngineError
+from mimic.export.freshness import sha256_file
 
 # Bump when the meaning of a key field or the export/build contract changes.
 SCHEMA_VERSION = 1
@@ -32,16 +33,6 @@ SCHEMA_VERSION = 1
 PRECISION = {"onnx": "fp16", "typing": "strong"}
 # Options that change build *time* only, never the plan: kept out of the key.
 NON_KEY_OPTIONS = frozenset({"timing_cache", "log", "progress", "verbose"})
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_bytes(data: bytes | bytearray | memoryview) -> str:
@@ -128,8 +119,11 @@ def profiles_dict(profiles: Any) -> list[dict]:
     """Profiles as ``[{input: {"min": [...], "opt": [...], "max": [...]}}]``.
 
     Accepts a list of mappings ``{input: (min, opt, max)}`` or ``{input: {"min":..,"opt":..,"max":..}}``,
-    or objects with those attributes (``.min/.opt/.max``), or a single mapping (one profile).
+    or objects with those attributes (``.min/.opt/.max``), or a single mapping (one profile), or None
+    (a static graph: no profile).
     """
+    if profiles is None:
+        return []
     if isinstance(profiles, Mapping):
         profiles = [profiles]
     out = []

@@ -2,8 +2,9 @@
 
 Rules this module keeps (acceleration.md §7):
 
-- The GPU probe is ``cuda.bindings.runtime.cudaGetDeviceCount()``: on a machine without a driver
-  it returns an error tuple instead of raising. ``cuda.bindings.driver.cuInit`` is never called.
+- The GPU probe is ``cuda.bindings.runtime.cudaGetDeviceCount()`` (through ``mimic.fingerprint``):
+  on a machine without a driver it returns an error tuple instead of raising.
+  ``cuda.bindings.driver.cuInit`` is never called.
 - TensorRT is only *imported* here (to read ``__version__``); no Runtime, engine or execution
   context is created: those segfault at interpreter exit in a process without a GPU.
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
 from dataclasses import dataclass
 
+from mimic import fingerprint
 from mimic.errors import EngineError
 
 # Build targets and the Python module each one imports.
@@ -66,44 +67,14 @@ class RuntimeInfo:
     gpu: GpuInfo | None
 
 
-def _cuda_runtime():
-    try:
-        from cuda.bindings import runtime  # type: ignore[import-not-found]
-    except Exception:  # cuda-python not installed, or a broken install
-        return None
-    return runtime
-
-
-def _ok(err) -> bool:
-    return int(err) == 0  # cudaSuccess
-
-
 def cuda_device_count() -> int:
     """Number of CUDA devices; 0 without cuda-python, a driver or a GPU. Never raises."""
-    rt = _cuda_runtime()
-    if rt is None:
-        return 0
-    try:
-        err, count = rt.cudaGetDeviceCount()
-    except Exception:
-        return 0
-    return int(count) if _ok(err) and count else 0
+    return fingerprint.cuda_device_count()
 
 
 def cuda_probe_error() -> str | None:
     """Why there is no usable GPU (e.g. ``cudaErrorInsufficientDriver``), or None when there is one."""
-    rt = _cuda_runtime()
-    if rt is None:
-        return "cuda-python (cuda.bindings) is not installed"
-    try:
-        err, count = rt.cudaGetDeviceCount()
-    except Exception as exc:  # pragma: no cover - defensive
-        return f"cudaGetDeviceCount raised {type(exc).__name__}: {exc}"
-    if not _ok(err):
-        return getattr(err, "name", str(err))
-    if not count:
-        return "no CUDA device found"
-    return None
+    return fingerprint.cuda_probe_error()
 
 
 def gpu_available() -> bool:
@@ -112,26 +83,10 @@ def gpu_available() -> bool:
 
 def gpu_info(index: int = 0) -> GpuInfo | None:
     """Name, compute capability and memory of device ``index``; None when there is no such GPU."""
-    if cuda_device_count() <= index:
+    props = fingerprint.gpu_properties(index)
+    if props is None:
         return None
-    rt = _cuda_runtime()
-    try:
-        err, props = rt.cudaGetDeviceProperties(index)
-        if _ok(err):
-            name = props.name
-            name = name.decode(errors="replace") if isinstance(name, (bytes, bytearray)) else str(name)
-            return GpuInfo(index, name.rstrip("\x00").strip(), f"{props.major}.{props.minor}", int(props.totalGlobalMem))
-    except Exception:
-        pass
-    try:  # fall back to torch when the runtime bindings lack the struct
-        import torch
-
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(index)
-            return GpuInfo(index, p.name, f"{p.major}.{p.minor}", int(p.total_memory))
-    except Exception:
-        pass
-    return None
+    return GpuInfo(index, props["name"], props["compute_capability"], int(props["memory_bytes"]))
 
 
 def require_gpu(what: str) -> GpuInfo:
@@ -176,9 +131,3 @@ def can_execute(target: str) -> bool:
     """True when engines of flavour ``target`` can be deserialized and run here (GPU + module)."""
     return gpu_available() and trt_info(target) is not None
 
-
-def package_version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None

@@ -25,18 +25,22 @@ Everything that deserializes or refits needs a GPU: the functions probe first.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from mimic.engine.builder import BuildOptions, build_serialized_engine, load_trt
+from mimic.engine.builder import BuildOptions, build_serialized_engine
 from mimic.engine.cache_key import cache_key, onnx_fingerprint
-from mimic.engine.gpu import require_gpu, runtime_info
-from mimic.engine.runner import deserialize_engine, make_logger
+from mimic.engine.gpu import require_gpu
+from mimic.engine.runner import deserialize_engine, make_logger, open_engine
 from mimic.engine.store import EngineStore
 from mimic.errors import EngineError
+from mimic.spec import StageName
+
+log = logging.getLogger(__name__)
 
 REFIT_MODES = ("swap", "weightless")
 REFIT_KNOWN_ISSUE = (
@@ -130,11 +134,8 @@ def load_engine(store: EngineStore, stage: str, device_index: int = 0):
     manifest = store.read_manifest(stage)
     if manifest is None:
         raise EngineError(f"no engine for stage '{stage}' in {store.root}; build it with `mimic build-engines --refittable --out {store.root}`")
-    flavour = manifest["tensorrt"]["flavour"]
-    verified = store.verify(stage, runtime_info(flavour, device_index))
-    trt = load_trt(flavour)
-    runtime, engine = deserialize_engine(trt, verified.plan, str(verified.path))
-    return trt, runtime, engine, manifest
+    opened = open_engine(store, stage, device_index)
+    return opened.trt, opened.runtime, opened.engine, opened.manifest
 
 
 def options_from_manifest(manifest: Mapping[str, Any], **override) -> BuildOptions:
@@ -152,9 +153,8 @@ def compare_with_fresh_build(
     refitted: Any,
     onnx_path: str | Path,
     manifest: Mapping[str, Any],
-    stage: str = "unet",
+    stage: str = StageName.UNET,
     seed: int = 0,
-    log: Callable[[str], None] = print,
 ) -> float:
     """Max relative error between ``refitted`` and a fresh non-refittable build of ``onnx_path``
     at the profile's opt shape (GPU). Catches the TensorRT 11.3 REFIT known issue."""
@@ -165,7 +165,8 @@ def compare_with_fresh_build(
 
     require_gpu("verifying a refitted engine")
     profiles = [{n: (s["min"], s["opt"], s["max"]) for n, s in p.items()} for p in manifest["key_inputs"]["build"]["profiles"]]
-    fresh_plan = build_serialized_engine(onnx_path, profiles, options_from_manifest(manifest, refittable=False, strip_plan=False, timing_cache=None), log)
+    profile = profiles[0] if profiles else None  # one profile per engine
+    fresh_plan = build_serialized_engine(onnx_path, profile, options_from_manifest(manifest, refittable=False, strip_plan=False, timing_cache=None))
     runtime, fresh = deserialize_engine(trt, fresh_plan, f"fresh {stage} build")
     memory = SharedDeviceMemory("cuda")
     a = TrtRunner(stage, refitted, trt, memory)
@@ -190,10 +191,9 @@ def compare_with_fresh_build(
 def swap_weights(
     store_dir: str | Path,
     new_onnx: str | Path,
-    stage: str = "unet",
+    stage: str = StageName.UNET,
     verify: bool = True,
     max_rel: float = 1e-2,
-    log: Callable[[str], None] = print,
 ) -> dict:
     """Refit the published refittable ``stage`` with the weights of ``new_onnx`` (the same graph
     exported from another checkpoint), check it against a fresh build, and publish it under the
@@ -204,14 +204,14 @@ def swap_weights(
     if not options.get("refittable"):
         raise EngineError(f"engine '{stage}' in {store.root} is not refittable (built without --refittable); "
                           "rebuild it with `mimic build-engines --refittable` or build for the new weights")
-    log(f"  {stage}: refit from {Path(new_onnx).name} ({REFIT_KNOWN_ISSUE})")
+    log.info(f"  {stage}: refit from {Path(new_onnx).name} ({REFIT_KNOWN_ISSUE})")
     t0 = time.perf_counter()
     refit_from_onnx(trt, engine, new_onnx)
     seconds = time.perf_counter() - t0
     rel = None
     if verify:
-        rel = compare_with_fresh_build(trt, engine, new_onnx, manifest, stage, log=log)
-        log(f"  {stage}: refitted vs fresh build: max relative error {rel:.2e}")
+        rel = compare_with_fresh_build(trt, engine, new_onnx, manifest, stage)
+        log.info(f"  {stage}: refitted vs fresh build: max relative error {rel:.2e}")
         if not rel <= max_rel:
             raise EngineError(f"refitted engine '{stage}' differs from a fresh build (relative error {rel:.2e} > {max_rel:.0e}); "
                               "this is the TensorRT REFIT known issue: rebuild for the new weights instead of refitting")

@@ -261,6 +261,40 @@ def deserialize_engine(trt: Any, plan: bytes, where: str, logger: Any = None) ->
     return runtime, engine
 
 
+@dataclass
+class OpenedEngine:
+    """A deserialized engine and what must outlive it (the TensorRT runtime and its logger)."""
+
+    stage: str
+    trt: Any
+    runtime: Any
+    engine: Any
+    logger: Any
+    manifest: dict
+    path: Any  # the plan file
+
+    @property
+    def keepalive(self) -> tuple:
+        return (self.runtime, self.logger)
+
+
+def open_engine(store: Any, stage: str, device_index: int = 0, strict_gpu_name: bool = True) -> OpenedEngine:
+    """Load a published engine: the store's checks first (manifest vs this machine's TensorRT and
+    GPU, plan size and sha256), then deserialization of exactly the verified bytes (GPU)."""
+    from mimic.engine.builder import load_trt
+    from mimic.engine.gpu import runtime_info
+
+    manifest = store.read_manifest(stage)
+    if manifest is None:
+        raise EngineError(f"no engine for stage '{stage}' in {store.root}; build it with `mimic build-engines --out {store.root}`")
+    flavour = manifest["tensorrt"]["flavour"]
+    verified = store.verify(stage, runtime_info(flavour, device_index), strict_gpu_name=strict_gpu_name)
+    trt = load_trt(flavour)
+    logger = make_logger(trt)
+    runtime, engine = deserialize_engine(trt, verified.plan, str(verified.path), logger)
+    return OpenedEngine(stage, trt, runtime, engine, logger, verified.manifest, verified.path)
+
+
 class TrtRunner:
     """One engine + one USER_MANAGED execution context; ``run(feeds) -> outputs``."""
 

@@ -1,8 +1,8 @@
 """The engine store: one folder of ``<stage>.plan`` + ``<stage>.manifest.json`` pairs.
 
-- Publishing is atomic (reliability.md B4): the old manifest is removed first, the plan is written to
-  a temp file in the same folder, fsynced and ``os.replace``-d into place, and the manifest (the
-  commit marker) is written the same way *last*. A crash leaves "missing", never "torn".
+- Publishing is atomic (reliability.md B4): the old manifest is removed first, the plan is written
+  with ``mimic.files.atomic_write_bytes`` (temp file in the same folder, fsync, rename), and the
+  manifest (the commit marker) is written the same way *last*. A crash leaves "missing", never "torn".
 - ``lookup(stage, key)`` answers "is an up-to-date engine already here?" (same key, plan intact).
 - ``verify(stage, runtime)`` runs *before* any deserialization (reliability.md B2): manifest vs the
   running TensorRT flavour/version and GPU, then plan size and sha256. Every failure is an
@@ -14,73 +14,27 @@ import contextlib
 import json
 import os
 import re
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from mimic import fingerprint
 from mimic.engine.cache_key import sha256_bytes
 from mimic.engine.gpu import RuntimeInfo
 from mimic.errors import EngineError
+from mimic.files import atomic_write_bytes, atomic_write_text, file_lock, fsync_dir
 
 MANIFEST_SCHEMA = 1
 PLAN_SUFFIX = ".plan"
 MANIFEST_SUFFIX = ".manifest.json"
+TEMP_GLOB = ".*.part*"  # mimic.files.temp_path names: .NAME.PID.part.EXT
 _STAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CHUNK = 1 << 20
 
 
-def _file_mode() -> int:
-    """0o666 minus the process umask (mkstemp would leave 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), _FILE_MODE)
-            view = memoryview(data).cast("B")
-            for start in range(0, len(view), 64 * _CHUNK):
-                f.write(view[start:start + 64 * _CHUNK])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _rebuild_hint(root: Path) -> str:
@@ -200,19 +154,8 @@ class EngineStore:
     @contextlib.contextmanager
     def lock(self, stage: str) -> Iterator[None]:
         """An exclusive per-stage lock around build + publish (two build-engines never race)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f".{self._check_stage(stage)}.lock"
-        with open(path, "a+") as f:
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - Windows: no cross-process lock
-                yield
-                return
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        with file_lock(self.root / f".{self._check_stage(stage)}.lock"):
+            yield
 
     def publish(
         self,
@@ -255,18 +198,18 @@ class EngineStore:
             manifest.update(dict(extra))
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.manifest_path(stage))
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         atomic_write_bytes(self.plan_path(stage), view)
-        atomic_write_json(self.manifest_path(stage), manifest)
+        _write_json(self.manifest_path(stage), manifest)
         return manifest
 
     def clean_temps(self, older_than_s: float = 3600.0) -> list[Path]:
-        """Delete ``.*.tmp`` files left by killed writers (older than ``older_than_s``)."""
+        """Delete temporary files left by killed writers (older than ``older_than_s``)."""
         removed = []
         if not self.root.is_dir():
             return removed
         now = time.time()
-        for p in self.root.glob(".*.tmp"):
+        for p in self.root.glob(TEMP_GLOB):
             with contextlib.suppress(OSError):
                 if now - p.stat().st_mtime > older_than_s:
                     p.unlink()
@@ -378,14 +321,13 @@ def _version_compatible(manifest: Mapping[str, Any], built: str, running: str) -
 
 
 def tool_versions(trt: Mapping[str, Any] | None = None) -> dict:
-    from mimic.engine.gpu import package_version
-
+    """The tools a plan was built with (recorded in its manifest; not part of the cache key)."""
     versions = {
-        "python": sys.version.split()[0],
-        "mimic": package_version("mimic-engine"),
-        "onnx": package_version("onnx"),
-        "torch": package_version("torch"),
-        "cuda-bindings": package_version("cuda-bindings"),
+        "python": fingerprint.python_version(),
+        "mimic": fingerprint.package_version("mimic-engine"),
+        "onnx": fingerprint.package_version("onnx"),
+        "torch": fingerprint.package_version("torch"),
+        "cuda-bindings": fingerprint.package_version("cuda-bindings"),
     }
     if trt:
         versions[str(trt["flavour"])] = str(trt["version"])

@@ -1,23 +1,24 @@
 """``mimic validate --engines DIR``: every published engine against onnxruntime on the same ONNX.
 
 For each stage it draws deterministic random inputs at the profile's shape points (min/opt/max,
-default opt; realistic value ranges per tensor kind from the export specs) plus, when given, real
+default opt; realistic value ranges per tensor kind, ``mimic.export.dummy``) plus, when given, real
 inputs saved as ``<stage>.pt`` (a dict of tensors), runs the TensorRT engine and onnxruntime on the
-ONNX file the manifest names, and prints one row per output: max abs error, relative error
-(max|trt - ort| / max|ort|), PSNR for decoded frames, NaN/Inf count. A stage outside its
-tolerance (``export.specs`` tolerances for the graph's precision: both max abs and relative error
-within bounds, no NaN/Inf) makes the command fail.
+ONNX file the manifest names, and compares every output with
+:func:`mimic.export.compare.compare_outputs` (the export validation's metrics: max abs error, error
+relative to the reference's peak, NaN/Inf count, PSNR for decoded frames). A stage outside its
+tolerance (the spec's tolerance for the graph's precision, times ``--tolerance-scale``) makes the
+command fail.
 
 Before anything runs, every engine goes through the store's checks (manifest vs the installed
 TensorRT, plan size and sha256; the GPU comparison too when there is a GPU): that part works on any
 machine (``--check-only``). Engine execution needs a GPU: without one this is a one-line EngineError.
+Results go to this module's logger.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import logging
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -25,120 +26,58 @@ import torch
 from mimic.engine.gpu import require_gpu, runtime_info
 from mimic.engine.store import EngineStore, describe_gpu_target
 from mimic.errors import EngineError
+from mimic.export.compare import FRAMES_PSNR_PEAK, CompareRow, compare_outputs, format_table
+from mimic.spec import ALL_STAGES, TensorName, Tolerance
 
-PSNR_OUTPUTS = {"frames"}  # decoded frames in [-1, 1]: PSNR with peak-to-peak 2
-PSNR_PEAK = 2.0
+log = logging.getLogger(__name__)
+
+__all__ = ["CompareRow", "check_engines", "format_table", "random_feeds", "tolerance_for", "validate_engines"]
+
+PSNR_OUTPUTS = {TensorName.FRAMES}  # decoded frames in [-1, 1]: PSNR with peak-to-peak 2
 # Defaults for stages the specs do not know (a foreign engine in the folder).
-DEFAULT_TOL = (1e-2, 1e-2)
+DEFAULT_TOL = Tolerance(1e-2, 1e-2)
 # The spec tolerances bound |graph - torch fp32| for one fp16 runtime; TensorRT and onnxruntime each
 # sit within that of the fp32 model, so their difference is within twice it (triangle inequality).
 TOLERANCE_SCALE = 2.0
 
 
-@dataclass(frozen=True)
-class OutputReport:
-    stage: str
-    case: str  # "opt", "min", "max" or "real"
-    output: str
-    shape: tuple[int, ...]
-    max_abs: float
-    rel_err: float
-    psnr_db: float | None
-    nonfinite: int
-    tol_abs: float
-    tol_rel: float
-
-    @property
-    def ok(self) -> bool:
-        return self.nonfinite == 0 and self.max_abs <= self.tol_abs and self.rel_err <= self.tol_rel
-
-
-def compare(stage: str, case: str, name: str, got: np.ndarray, ref: np.ndarray, tol: tuple[float, float]) -> OutputReport:
-    """Error statistics of ``got`` (engine) vs ``ref`` (onnxruntime), computed in float64."""
-    if got.shape != ref.shape:
-        raise EngineError(f"{stage}: output '{name}' has shape {got.shape} from TensorRT but {ref.shape} from onnxruntime")
-    g = got.astype(np.float64)
-    r = ref.astype(np.float64)
-    nonfinite = int((~np.isfinite(g)).sum())
-    finite = np.isfinite(g) & np.isfinite(r)
-    diff = np.abs(g - r)[finite]
-    max_abs = float(diff.max()) if diff.size else 0.0
-    scale = float(np.abs(r[finite]).max()) if diff.size else 0.0
-    rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-    psnr = None
-    if name in PSNR_OUTPUTS and diff.size:
-        mse = float((diff ** 2).mean())
-        psnr = math.inf if mse == 0 else 10.0 * math.log10(PSNR_PEAK ** 2 / mse)
-    return OutputReport(stage, case, name, tuple(got.shape), max_abs, rel, psnr, nonfinite, tol[0], tol[1])
-
-
-def format_table(rows: Iterable[OutputReport]) -> str:
-    header = f"{'stage':<16} {'case':<5} {'output':<14} {'shape':<22} {'max_abs':>9} {'rel_err':>9} {'psnr_db':>8} {'nan/inf':>7} {'tol abs/rel':>15}  status"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        psnr = "-" if r.psnr_db is None else ("inf" if math.isinf(r.psnr_db) else f"{r.psnr_db:.1f}")
-        shape = "x".join(str(d) for d in r.shape)
-        lines.append(
-            f"{r.stage:<16} {r.case:<5} {r.output:<14} {shape:<22} {r.max_abs:9.2e} {r.rel_err:9.2e} {psnr:>8} {r.nonfinite:>7} "
-            f"{r.tol_abs:7.0e}/{r.tol_rel:<7.0e}  {'ok' if r.ok else 'FAIL'}"
-        )
-    return "\n".join(lines)
-
-
-def _stage_spec(stage: str):
-    try:
-        from mimic.export.specs import ALL_STAGES
-    except ImportError:  # pragma: no cover
-        return None
-    return ALL_STAGES.get(stage)
-
-
-def tolerance_for(stage: str, precision: str, scale: float = TOLERANCE_SCALE) -> tuple[float, float]:
-    """(max abs, max rel) allowed between TensorRT and onnxruntime for ``stage``'s graph."""
-    spec = _stage_spec(stage)
+def tolerance_for(stage: str, precision: str, scale: float = TOLERANCE_SCALE) -> Tolerance:
+    """The tolerance between TensorRT and onnxruntime for ``stage``'s graph of ``precision``."""
+    spec = ALL_STAGES.get(stage)
     if spec is None:
         return DEFAULT_TOL
     tol = spec.tol_fp16 if precision == "fp16" and spec.tol_fp16 is not None else spec.tol_fp32
-    return (tol.max_abs * scale, tol.max_rel * scale)
+    return Tolerance(tol.max_abs * scale, tol.max_rel * scale)
+
+
+def case_shapes(stage: str, manifest: Mapping, which: str) -> dict[str, tuple[int, ...]]:
+    """Input shapes at the ``which`` (min/opt/max) point of the engine's profile; the fixed shapes
+    of a static graph (DWPose), which has none."""
+    profiles = manifest["key_inputs"]["build"]["profiles"]
+    if profiles:
+        return {name: tuple(shapes[which]) for name, shapes in profiles[0].items()}
+    spec = ALL_STAGES.get(stage)
+    if spec is None or spec.dynamic_axes():
+        raise EngineError(f"{stage}: the manifest records no optimization profile")
+    return {t.name: tuple(int(d) for d in t.dims) for t in spec.inputs}
 
 
 def random_feeds(stage: str, manifest: Mapping, which: str, seed: int, input_dtypes: Mapping[str, torch.dtype]) -> dict[str, torch.Tensor]:
-    """Inputs at the ``which`` (min/opt/max) point of the engine's first profile, in realistic ranges."""
-    try:
-        from mimic.export.specs import _draw
-    except ImportError:  # pragma: no cover
-        _draw = None
-    profiles = manifest["key_inputs"]["build"]["profiles"]
-    if not profiles:
-        raise EngineError(f"{stage}: the manifest records no optimization profile")
-    spec = _stage_spec(stage)
+    """Inputs at the ``which`` (min/opt/max) point of the engine's profile, in realistic ranges."""
+    from mimic.export.dummy import draw
+
+    spec = ALL_STAGES.get(stage)
     gen = torch.Generator().manual_seed(seed)
     feeds = {}
-    for name, shapes in profiles[0].items():
-        shape = tuple(shapes[which])
+    for name, shape in case_shapes(stage, manifest, which).items():
         kind = "normal"
         if spec is not None:
             try:
                 kind = spec.tensor(name).kind
             except KeyError:
                 pass
-        x = _draw(kind, shape, gen) if _draw is not None else torch.randn(shape, generator=gen)
-        feeds[name] = x.to(input_dtypes.get(name, torch.float32))
+        feeds[name] = draw(kind, shape, gen).to(input_dtypes.get(name, torch.float32))
     return feeds
-
-
-def _ort_session(onnx_path: Path, device: torch.device):
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(onnx_path), opts, providers=providers)
-    except Exception as exc:
-        raise EngineError(f"onnxruntime cannot load {onnx_path}: {str(exc).splitlines()[0][:200]}") from None
 
 
 def onnx_path_of(store: EngineStore, stage: str, manifest: Mapping) -> Path:
@@ -154,8 +93,8 @@ def onnx_path_of(store: EngineStore, stage: str, manifest: Mapping) -> Path:
     return path
 
 
-def check_engines(engines_dir: str | Path, stages: Iterable[str] | None = None, echo: Callable[[str], None] = print) -> list[str]:
-    """Store checks of every engine without deserializing (no GPU needed); prints one line each.
+def check_engines(engines_dir: str | Path, stages: Iterable[str] | None = None) -> list[str]:
+    """Store checks of every engine without deserializing (no GPU needed); logs one line each.
 
     Raises the first EngineError (corrupt/truncated plan, TensorRT or GPU mismatch, missing manifest).
     """
@@ -170,7 +109,7 @@ def check_engines(engines_dir: str | Path, stages: Iterable[str] | None = None, 
         flavour = manifest["tensorrt"]["flavour"]
         v = store.verify(stage, runtime_info(flavour), require_gpu=False)
         trt = manifest["tensorrt"]
-        echo(f"  {stage:<16} ok  {len(v.plan) / 1e6:8.1f} MB  {trt['flavour']} {trt['version']}  for {describe_gpu_target(manifest['gpu'])}")
+        log.info(f"  {stage:<16} ok  {len(v.plan) / 1e6:8.1f} MB  {trt['flavour']} {trt['version']}  for {describe_gpu_target(manifest['gpu'])}")
     return wanted
 
 
@@ -182,44 +121,56 @@ def validate_engines(
     seed: int = 0,
     device: str = "cuda",
     tolerance_scale: float = TOLERANCE_SCALE,
-    echo: Callable[[str], None] = print,
-) -> list[OutputReport]:
-    """Validate engines; prints the table and raises EngineError naming the stages out of tolerance."""
+) -> list[CompareRow]:
+    """Validate engines; logs the table and raises EngineError naming the stages out of tolerance.
+
+    The onnxruntime reference runs on the GPU when onnxruntime has its CUDA provider, else on the CPU
+    (a deliberate choice: the reference does not need the GPU, only time)."""
+    from mimic.engine.runner import SharedDeviceMemory, TrtRunner, open_engine
+    from mimic.ort_session import create_session, cuda_available
+
     points = list(points)
     for p in points:
         if p not in ("min", "opt", "max"):
             raise EngineError(f"unknown shape point {p!r}; use min, opt or max")
     store = EngineStore(engines_dir)
-    wanted = check_engines(store.root, stages, echo=echo)  # corrupt / mismatched engines fail here, GPU or not
+    wanted = check_engines(store.root, stages)  # corrupt / mismatched engines fail here, GPU or not
     require_gpu("mimic validate (engine execution)")
-    from mimic.engine.trt_backend import TensorRTBackend
-
-    backend = TensorRTBackend(store.root, device=device, stages=wanted, preload=False)
-    rows: list[OutputReport] = []
+    dev = torch.device(device)
+    dev = torch.device("cuda", dev.index if dev.index is not None else 0)
+    ort_device = dev if cuda_available() else "cpu"
+    memory = SharedDeviceMemory(dev)
+    rows: list[CompareRow] = []
     try:
         for stage in wanted:
-            runner = backend.runner(stage)
-            manifest = store.read_manifest(stage)
-            precision = (manifest.get("onnx") or {}).get("precision", "fp16")
-            tol = tolerance_for(stage, precision, tolerance_scale)
-            sess = _ort_session(onnx_path_of(store, stage, manifest), backend.device)
-            dtypes = {i.name: i.dtype for i in runner.inputs}
-            cases = [(p, random_feeds(stage, manifest, p, seed, dtypes)) for p in points]
-            if inputs_dir is not None:
-                real = Path(inputs_dir) / f"{stage}.pt"
-                if real.is_file():
-                    cases.append(("real", {k: v for k, v in torch.load(real, map_location="cpu").items()}))
-            for case, feeds in cases:
-                got = backend.run(stage, {k: v.to(backend.device) for k, v in feeds.items()})
-                torch.cuda.synchronize(backend.device)
-                ort_in = {m.name: feeds[m.name].to(dtypes.get(m.name, feeds[m.name].dtype)).cpu().numpy() for m in sess.get_inputs()}
-                ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, ort_in)))
-                for name, t in got.items():
-                    rows.append(compare(stage, case, name, t.float().cpu().numpy(), np.asarray(ref[name]), tol))
+            with torch.cuda.device(dev):
+                opened = open_engine(store, stage, dev.index)
+                runner = TrtRunner(stage, opened.engine, opened.trt, memory, device=dev, keepalive=opened.keepalive)
+            try:
+                manifest = opened.manifest
+                precision = (manifest.get("onnx") or {}).get("precision", "fp16")
+                tol = tolerance_for(stage, precision, tolerance_scale)
+                sess = create_session(onnx_path_of(store, stage, manifest), ort_device)
+                dtypes = {i.name: i.dtype for i in runner.inputs}
+                cases = [(p, random_feeds(stage, manifest, p, seed, dtypes)) for p in points]
+                if inputs_dir is not None:
+                    real = Path(inputs_dir) / f"{stage}.pt"
+                    if real.is_file():
+                        cases.append(("real", {k: v for k, v in torch.load(real, map_location="cpu").items()}))
+                for case, feeds in cases:
+                    got = runner.run({k: v.to(dev) for k, v in feeds.items()})
+                    torch.cuda.synchronize(dev)
+                    ort_in = {m.name: feeds[m.name].to(dtypes.get(m.name, feeds[m.name].dtype)).cpu().numpy() for m in sess.get_inputs()}
+                    ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, ort_in)))
+                    for name, t in got.items():
+                        rows.append(compare_outputs(t.float().cpu().numpy(), np.asarray(ref[name]), tol, stage=stage, precision=precision, point=case,
+                                                    output=name, psnr_peak=FRAMES_PSNR_PEAK if name in PSNR_OUTPUTS else None))
+            finally:
+                runner.close()
     finally:
-        backend.close()
-    echo(format_table(rows))
-    bad = sorted({f"{r.stage} ({r.case}/{r.output})" for r in rows if not r.ok})
+        memory.free()
+    log.info(format_table(rows))
+    bad = sorted({f"{r.stage} ({r.point}/{r.output})" for r in rows if not r.passed})
     if bad:
         raise EngineError(f"validation failed: {', '.join(bad)} out of tolerance (see the table above)")
     return rows

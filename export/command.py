@@ -4,7 +4,8 @@
     mimic export --weights DIR --out DIR ...
 
 Writes ``DIR/<precision>/<stage>.onnx`` (+ ``.onnx.data`` for graphs over 2 GB), ``DIR/export_manifest.json``
-(hashes, opset, model dims, profile set; no absolute paths, no timestamps) and the runtime's model info.
+(hashes, opset, model dims, profile set and each graph's source, the freshness record of
+:mod:`mimic.export.freshness`; no absolute paths, no timestamps) and the runtime's model info.
 Everything a user can get wrong (precision, stage names, output folder, missing weight folders) is
 checked before any model is loaded.
 
@@ -16,34 +17,30 @@ from __future__ import annotations
 
 import gc
 import json
-import os
+import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
 from mimic.errors import ExportError, InputError, WeightsError
+from mimic.export.compare import CompareRow, format_table
+from mimic.export.freshness import CHECKPOINT, MANIFEST, MANIFEST_SCHEMA, STAGE_SOURCES, SvdFolder, load_manifest, stage_sources
 from mimic.export.onnx_export import DEFAULT_OPSET, EXPORTER, ExportResult, export_stage
-from mimic.export.specs import DWPOSE_STAGES, STAGES, ModelDims
-from mimic.export.validate import Row, format_table, reference_cases, validate_stage
+from mimic.export.validate import reference_cases, validate_stage
+from mimic.files import atomic_write_text
+from mimic.mimicmotion_ref.model_info import ModelInfo
 from mimic.mimicmotion_ref.weights import WeightsLayout
+from mimic.spec import DWPOSE_STAGES, STAGES, ModelDims, StageName
 
-MANIFEST = "export_manifest.json"
-MANIFEST_SCHEMA = 1
+log = logging.getLogger(__name__)
+
 PRECISION_CHOICES = {"fp32": ("fp32",), "fp16": ("fp16",), "both": ("fp32", "fp16")}
 # Stages that share one loaded model, in load order.
-_GROUPS = (("image_encoder",), ("vae_encoder", "vae_decoder"), ("pose_net", "unet"))
-# What each stage needs from the weights: SVD subfolder config (+ weights file), or the checkpoint.
-_NEEDS = {
-    "image_encoder": ("image_encoder",),
-    "vae_encoder": ("vae",),
-    "vae_decoder": ("vae",),
-    "pose_net": ("unet", "checkpoint"),
-    "unet": ("unet", "checkpoint"),
-}
+_GROUPS = ((StageName.IMAGE_ENCODER,), (StageName.VAE_ENCODER, StageName.VAE_DECODER), (StageName.POSE_NET, StageName.UNET))
 
 
 @dataclass
@@ -51,7 +48,7 @@ class ExportSummary:
     out_dir: Path
     precisions: tuple[str, ...]
     results: list[ExportResult] = field(default_factory=list)
-    rows: list[Row] = field(default_factory=list)
+    rows: list[CompareRow] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # per stage: load + export + validate
     manifest: Path | None = None
 
@@ -104,7 +101,7 @@ def resolve_layout(preset: str | None, weights: Path | None, layout: WeightsLayo
     return layout_from_options(preset=preset, weights=Path(weights) if weights is not None else None)
 
 
-_WEIGHT_STEMS = {"vae": ("diffusion_pytorch_model",), "image_encoder": ("model",)}  # the UNet's come from the checkpoint
+_WEIGHT_STEMS = {SvdFolder.VAE: ("diffusion_pytorch_model",), SvdFolder.IMAGE_ENCODER: ("model",)}  # the UNet's come from the checkpoint
 
 
 def _has_weights(folder: Path, stems: tuple[str, ...]) -> bool:
@@ -115,8 +112,8 @@ def check_weights(svd_dir: Path, layout: WeightsLayout, stages: Sequence[str]) -
     """One line naming every missing piece the chosen stages need."""
     missing: dict[str, list[str]] = {}
     for stage in stages:
-        for need in _NEEDS[stage]:
-            if need == "checkpoint":
+        for need in STAGE_SOURCES[stage]:
+            if need == CHECKPOINT:
                 ok = Path(layout.checkpoint).is_file()
                 what = f"MimicMotion checkpoint {Path(layout.checkpoint).name}"
             else:
@@ -134,13 +131,13 @@ def _load_group(group: tuple[str, ...], svd_dir: Path, layout: WeightsLayout) ->
     from mimic.mimicmotion_ref import loader
     from mimic.mimicmotion_ref.weights import read_json
 
-    if group == ("image_encoder",):
-        return {"image_encoder": loader.load_image_encoder(svd_dir)}
-    if group == ("vae_encoder", "vae_decoder"):
+    if group == (StageName.IMAGE_ENCODER,):
+        return {StageName.IMAGE_ENCODER: loader.load_image_encoder(svd_dir)}
+    if group == (StageName.VAE_ENCODER, StageName.VAE_DECODER):
         vae = loader.load_vae(svd_dir)
-        return {"vae_encoder": vae, "vae_decoder": vae}
-    unet, pose_net = loader.load_unet_and_posenet(read_json(svd_dir / "unet" / "config.json"), layout.checkpoint)
-    return {"pose_net": pose_net, "unet": unet}
+        return {StageName.VAE_ENCODER: vae, StageName.VAE_DECODER: vae}
+    unet, pose_net = loader.load_unet_and_posenet(read_json(svd_dir / SvdFolder.UNET / "config.json"), layout.checkpoint)
+    return {StageName.POSE_NET: pose_net, StageName.UNET: unet}
 
 
 def _unique(modules: Iterable[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -160,10 +157,9 @@ def export_command(
     validate: bool = False,
     stages: Sequence[str] | None = None,
     opset: int = DEFAULT_OPSET,
-    log: Callable[[str], None] = print,
 ) -> ExportSummary:
-    """Export the chosen stages; raises ExportError (after writing everything and printing the table)
-    when a validated graph is out of tolerance."""
+    """Export the chosen stages; raises ExportError (after writing everything and logging the table)
+    when a validated graph is out of tolerance. Progress goes to this module's logger."""
     from mimic.export.wrappers import wrap
     from mimic.mimicmotion_ref.weights import fetch_svd
 
@@ -174,10 +170,14 @@ def export_command(
     layout = resolve_layout(preset, weights, layout)
     svd_dir = fetch_svd(layout.svd)
     check_weights(svd_dir, layout, wanted)
-    dims = ModelDims.from_svd_dir(svd_dir)
+    info = ModelInfo.from_svd_dir(svd_dir)
+    dims = info.dims
     summary = ExportSummary(out_dir=out_dir, precisions=precisions)
-    log(f"exporting {', '.join(wanted)} as {' + '.join(precisions)} ONNX ({EXPORTER} exporter, opset {opset}) into {out_dir}")
-    log(f"model dims: embed {dims.embed_dim}, pose channels {dims.pose_channels}, latent {dims.latent_channels}; profile set {dims.profile_set!r}")
+    log.info(f"exporting {', '.join(wanted)} as {' + '.join(precisions)} ONNX ({EXPORTER} exporter, opset {opset}) into {out_dir}")
+    log.info(f"model dims: embed {dims.embed_dim}, pose channels {dims.pose_channels}, latent {dims.latent_channels}; profile set {dims.profile_set!r}")
+    sources = stage_sources(layout, svd_dir, wanted)
+    # Withdraw the graphs about to change: an interrupted export reads as stale, never as fresh.
+    write_manifest(out_dir, [], dims, opset, withdraw=[(s, p) for s in wanted for p in precisions])
 
     # 2. One model group at a time.
     done = 0
@@ -187,7 +187,7 @@ def export_command(
             continue
         t_load = time.perf_counter()
         span = f"{done + 1}" if len(group_stages) == 1 else f"{done + 1}-{done + len(group_stages)}"
-        log(f"[{span}/{len(wanted)}] loading weights for {', '.join(group_stages)} ...")
+        log.info(f"[{span}/{len(wanted)}] loading weights for {', '.join(group_stages)} ...")
         modules = _load_group(group, svd_dir, layout)
         need_fp32 = "fp32" in precisions or validate
         for m in _unique(modules.values()):
@@ -197,56 +197,61 @@ def export_command(
         if validate:
             for s in group_stages:
                 t = time.perf_counter()
-                log(f"  {s}: torch fp32 reference at {len(STAGES[s].validation_points)} shapes")
+                log.info(f"  {s}: torch fp32 reference at {len(STAGES[s].validation_points)} shapes")
                 cases[s] = reference_cases(STAGES[s], modules[s], dims=dims)
                 stage_t[s] += time.perf_counter() - t
         for prec in precisions:  # fp32 first: the fp16 export converts the modules in place
             for s in group_stages:
                 t = time.perf_counter()
-                log(f"  {s}: export {prec}")
-                result = export_stage(STAGES[s], wrap(s, modules[s]), out_dir, prec, dims=dims, opset=opset, inplace=True, log=log)
+                log.info(f"  {s}: export {prec}")
+                result = export_stage(STAGES[s], wrap(s, modules[s]), out_dir, prec, dims=dims, opset=opset, inplace=True)
                 summary.results.append(result)
+                write_manifest(out_dir, [result], dims, opset, sources=sources)
                 if validate:
-                    log(f"  {s}: validate {prec} with onnxruntime")
+                    log.info(f"  {s}: validate {prec} with onnxruntime")
                     rows = validate_stage(STAGES[s], None, result.path, dims=dims, precision=prec, cases=cases[s])
                     summary.rows.extend(rows)
                     worst = max(rows, key=lambda r: r.max_rel)
-                    log(f"  {s}: {prec} {'pass' if all(r.passed for r in rows) else 'FAIL'} (worst max abs {worst.max_abs:.2e}, max rel {worst.max_rel:.2e})")
+                    log.info(f"  {s}: {prec} {'pass' if all(r.passed for r in rows) else 'FAIL'} (worst max abs {worst.max_abs:.2e}, max rel {worst.max_rel:.2e})")
                 stage_t[s] += time.perf_counter() - t
         summary.seconds.update(stage_t)
         done += len(group_stages)
         del modules, cases
         gc.collect()
 
-    # 3. Manifest (+ the runtime's model info), table, verdict.
-    summary.manifest = write_manifest(out_dir, summary.results, dims, opset)
-    _save_model_info(svd_dir, out_dir, log)
+    # 3. The runtime's model info beside the graphs, table, verdict.
+    summary.manifest = Path(out_dir) / MANIFEST
+    info.save(out_dir)  # the runtime reads scheduler/normalisation constants from beside the graphs
     if validate:
         order = {s: i for i, s in enumerate(STAGES)}
         summary.rows.sort(key=lambda r: (order[r.stage], r.precision != "fp32"))
-        log("")
-        log(format_table(summary.rows))
+        log.info("")
+        log.info(format_table(summary.rows))
     total = sum(summary.seconds.values())
-    log(f"exported {len(summary.results)} graph(s) in {total:.1f} s -> {out_dir}")
+    log.info(f"exported {len(summary.results)} graph(s) in {total:.1f} s -> {out_dir}")
     if validate and not summary.passed:
         bad = sorted({f"{r.stage} {r.precision}" for r in summary.rows if not r.passed})
         raise ExportError(f"validation failed for {', '.join(bad)} (graphs were written; see the table above)")
     return summary
 
 
-def write_manifest(out_dir: Path, results: Sequence[ExportResult], dims: ModelDims, opset: int) -> Path:
-    """``export_manifest.json``: merged with an earlier manifest in the same folder (partial exports)."""
+def write_manifest(out_dir: Path, results: Sequence[ExportResult], dims: ModelDims, opset: int,
+                   sources: Mapping[str, Mapping[str, Any]] | None = None, withdraw: Iterable[tuple[str, str]] = ()) -> Path:
+    """``export_manifest.json``: merged with an earlier manifest in the same folder (partial exports).
+
+    ``results`` are added with their freshness record (``sources[stage]``, see
+    :mod:`mimic.export.freshness`); ``withdraw`` removes (stage, precision) entries first."""
     path = Path(out_dir) / MANIFEST
-    old: dict = {}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            old = {}
-    same_model = old.get("model_dims") == _dims_dict(dims) and old.get("schema") == MANIFEST_SCHEMA
-    stages = dict(old.get("stages", {})) if same_model else {}
+    old = load_manifest(out_dir)
+    same_model = old.get("model_dims") == _dims_dict(dims)
+    stages = {s: dict(per) for s, per in old.get("stages", {}).items()} if same_model else {}
+    for s, p in withdraw:
+        stages.get(s, {}).pop(p, None)
     for r in results:
-        stages.setdefault(r.stage, {})[r.precision] = r.to_dict(relative_to=Path(out_dir))
+        entry = r.to_dict(relative_to=Path(out_dir))
+        if sources is not None and r.stage in sources:
+            entry["source"] = dict(sources[r.stage])
+        stages.setdefault(r.stage, {})[r.precision] = entry
     data = {
         "schema": MANIFEST_SCHEMA,
         "exporter": EXPORTER,
@@ -254,16 +259,14 @@ def write_manifest(out_dir: Path, results: Sequence[ExportResult], dims: ModelDi
         "torch": torch.__version__,
         "model_dims": _dims_dict(dims),
         "profile_set": dims.profile_set,
-        "stages": {s: stages[s] for s in sorted(stages)},
+        "stages": {s: stages[s] for s in sorted(stages) if stages[s]},
     }
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return path
 
 
 def read_manifest(out_dir: Path) -> tuple[ModelDims, dict]:
-    """(model dims, manifest) of an export folder, for engine builds: ``profiles_for(spec, dims)``."""
+    """(model dims, manifest) of an export folder, for engine builds: ``engine_profile(spec, dims, ...)``."""
     path = Path(out_dir) / MANIFEST
     try:
         data = json.loads(path.read_text())
@@ -276,15 +279,3 @@ def read_manifest(out_dir: Path) -> tuple[ModelDims, dict]:
 
 def _dims_dict(dims: ModelDims) -> dict:
     return {"embed_dim": dims.embed_dim, "pose_channels": dims.pose_channels, "latent_channels": dims.latent_channels, "clip_image_size": dims.clip_image_size}
-
-
-def _save_model_info(svd_dir: Path, out_dir: Path, log: Callable[[str], None]) -> None:
-    """The runtime reads scheduler/normalisation constants from beside the graphs."""
-    try:
-        from mimic.runtime.model_info import ModelInfo
-    except ImportError:  # pragma: no cover - runtime package absent
-        return
-    try:
-        ModelInfo.from_svd_dir(svd_dir).save(out_dir)
-    except WeightsError as err:
-        log(f"  (model info not written: {err})")

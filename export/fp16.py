@@ -16,7 +16,7 @@ What stays fp32, and why:
   cost is two casts per norm; whether TensorRT fuses them into its norm kernels is a GPU benchmark
   question (one tuple, ``FP32_MODULE_TYPES``, turns this off);
 * timestep embeddings: the UNet's ``timestep`` and ``added_time_ids`` inputs stay fp32 graph inputs
-  (see ``specs.UNET``) and diffusers' ``Timesteps`` computes the sinusoid in fp32 whatever the model
+  (see ``mimic.spec.UNET``) and diffusers' ``Timesteps`` computes the sinusoid in fp32 whatever the model
   dtype (arguments up to 127 rad for the motion bucket need fp32); the small MLP after it runs fp16
   on values in [-1, 1];
 * attention is left as exported (fp16 MatMul -> Softmax -> MatMul with q and k pre-scaled): that is

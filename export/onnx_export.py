@@ -35,20 +35,23 @@ machine): fp16 export 54 s, peak RSS 3.9 GB (3.4 GB of it the model); fp32 expor
 from __future__ import annotations
 
 import hashlib
-import os
+import logging
 import tempfile
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from mimic.errors import ExportError, InputError
+from mimic.export.dummy import dims_from_module, dummy_inputs
 from mimic.export.fp16 import convert_to_fp16
-from mimic.export.specs import PRECISIONS, ModelDims, StageSpec, onnx_filename
 from mimic.export.wrappers import WRAPPED_PREFIX, StageWrapper, wrap
+from mimic.files import publish, remove_quietly, temp_path
+from mimic.spec import PRECISIONS, ModelDims, StageSpec, onnx_filename
+
+log = logging.getLogger(__name__)
 
 EXPORTER = "torchscript"
 DEFAULT_OPSET = 20
@@ -102,7 +105,6 @@ def export_stage(
     opset: int = DEFAULT_OPSET,
     external_data: bool | None = None,
     inplace: bool = False,
-    log: Callable[[str], None] | None = None,
 ) -> ExportResult:
     """Export ``model`` (the stage's raw model or its wrapper) to ``out_dir/<precision>/<stage>.onnx``.
 
@@ -119,7 +121,7 @@ def export_stage(
     wrapper = wrap(spec.name, model)
     if any(p.device.type == "meta" for p in wrapper.parameters()):
         raise ExportError(f"{spec.name}: the model still has meta-device weights (not loaded)")
-    dims = dims or ModelDims.from_module(spec.name, wrapper)
+    dims = dims or dims_from_module(spec.name, wrapper)
     if precision == "fp16":  # also for an fp16 model: the fp32 islands are added here
         wrapper = convert_to_fp16(wrapper, copy=not inplace)
     elif any(p.dtype != torch.float32 for p in wrapper.parameters()):
@@ -128,7 +130,7 @@ def export_stage(
     out_dir = Path(out_dir)
     final = out_dir / onnx_filename(spec.name, precision)
     final.parent.mkdir(parents=True, exist_ok=True)
-    args = tuple(spec.dummy_inputs(spec.export_point, dims, precision, seed=0).values())
+    args = tuple(dummy_inputs(spec, spec.export_point, dims, precision, seed=0).values())
     with tempfile.TemporaryDirectory(prefix=f".{spec.name}-", dir=final.parent) as tmp:
         raw = Path(tmp) / "model.onnx"
         _torch_export(spec, wrapper, args, raw, opset)
@@ -147,8 +149,7 @@ def export_stage(
         size_bytes=final.stat().st_size + (data_path.stat().st_size if data_path else 0),
         seconds=time.perf_counter() - t0,
     )
-    if log:
-        log(f"  {spec.name} {precision}: {final.name} ({result.size_bytes / 1e6:.1f} MB, {num_nodes} nodes, {result.seconds:.1f} s)")
+    log.info(f"  {spec.name} {precision}: {final.name} ({result.size_bytes / 1e6:.1f} MB, {num_nodes} nodes, {result.seconds:.1f} s)")
     return result
 
 
@@ -296,7 +297,7 @@ def finalize_onnx(src: Path, dst: Path, *, spec: StageSpec | None = None, precis
     """Rewrite ``src`` (and the external data it references) into ``dst`` deterministically.
 
     Returns the number of nodes. ``dst``'s external data, if any, is ``dst.name + '.data'``; a stale
-    one is removed. Both files are written to temporaries and renamed into place.
+    one is removed. Both files are written to temporaries and published (``mimic.files``).
     """
     import onnx
     from onnx.external_data_helper import uses_external_data
@@ -314,35 +315,38 @@ def finalize_onnx(src: Path, dst: Path, *, spec: StageSpec | None = None, precis
     use_external = external_data if external_data is not None else (has_external or total > EXTERNAL_DATA_THRESHOLD)
 
     data = dst.with_name(dst.name + ".data")
-    data_tmp = data.with_name("." + data.name + ".part")
-    if use_external:
-        offset = 0
-        with open(data_tmp, "wb") as out:
-            for t in model.graph.initializer:
-                if not uses_external_data(t) and len(t.raw_data) < MIN_EXTERNAL_TENSOR_BYTES:
-                    continue
-                blob = _read_external(t, src.parent) if uses_external_data(t) else t.raw_data
-                pad = (-offset) % DATA_ALIGNMENT
-                out.write(b"\0" * pad)
-                offset += pad
-                out.write(blob)
-                t.ClearField("raw_data")
-                del t.external_data[:]
-                t.data_location = onnx.TensorProto.EXTERNAL
-                for k, v in (("location", data.name), ("offset", str(offset)), ("length", str(len(blob)))):
-                    t.external_data.add(key=k, value=v)
-                offset += len(blob)
-                del blob
-    elif has_external:
-        raise ExportError(f"{src.name} has external weights; it cannot be written inline")
-
-    proto_tmp = dst.with_name("." + dst.name + ".part")
-    proto_tmp.write_bytes(model.SerializeToString(deterministic=True))
-    if use_external:
-        os.replace(data_tmp, data)
-    elif data.exists():
-        data.unlink()
-    os.replace(proto_tmp, dst)
+    data_tmp, proto_tmp = temp_path(data), temp_path(dst)
+    try:
+        if use_external:
+            offset = 0
+            with open(data_tmp, "wb") as out:
+                for t in model.graph.initializer:
+                    if not uses_external_data(t) and len(t.raw_data) < MIN_EXTERNAL_TENSOR_BYTES:
+                        continue
+                    blob = _read_external(t, src.parent) if uses_external_data(t) else t.raw_data
+                    pad = (-offset) % DATA_ALIGNMENT
+                    out.write(b"\0" * pad)
+                    offset += pad
+                    out.write(blob)
+                    t.ClearField("raw_data")
+                    del t.external_data[:]
+                    t.data_location = onnx.TensorProto.EXTERNAL
+                    for k, v in (("location", data.name), ("offset", str(offset)), ("length", str(len(blob)))):
+                        t.external_data.add(key=k, value=v)
+                    offset += len(blob)
+                    del blob
+        elif has_external:
+            raise ExportError(f"{src.name} has external weights; it cannot be written inline")
+        proto_tmp.write_bytes(model.SerializeToString(deterministic=True))
+        if use_external:
+            publish(data_tmp, data)
+        else:
+            remove_quietly(data)
+        publish(proto_tmp, dst)
+    except BaseException:
+        remove_quietly(data_tmp)
+        remove_quietly(proto_tmp)
+        raise
     return sum(len(g.node) for g in _graphs(model.graph))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mimic.spec import StageName
+
 WRAPPED_PREFIX = "model."
 
 
@@ -24,7 +26,7 @@ class StageWrapper(nn.Module):
 class ImageEncoderWrapper(StageWrapper):
     """CLIPVisionModelWithProjection -> ``image_embeds`` (B, D)."""
 
-    stage = "image_encoder"
+    stage = StageName.IMAGE_ENCODER
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values).image_embeds
@@ -33,14 +35,14 @@ class ImageEncoderWrapper(StageWrapper):
 class VaeEncoderWrapper(StageWrapper):
     """AutoencoderKL(TemporalDecoder).encode -> posterior mean (``latent_dist.mode()``), unscaled."""
 
-    stage = "vae_encoder"
+    stage = StageName.VAE_ENCODER
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model.encode(image).latent_dist.mode()
 
 
 class PoseNetWrapper(StageWrapper):
-    stage = "pose_net"
+    stage = StageName.POSE_NET
 
     def forward(self, pose_images: torch.Tensor) -> torch.Tensor:
         return self.model(pose_images)
@@ -49,7 +51,7 @@ class PoseNetWrapper(StageWrapper):
 class UNetWrapper(StageWrapper):
     """PoseUNet with every input positional (``pose_latents`` is always given: zeros == None)."""
 
-    stage = "unet"
+    stage = StageName.UNET
 
     def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, pose_latents) -> torch.Tensor:
         return self.model(sample, timestep, encoder_hidden_states, added_time_ids, pose_latents=pose_latents)
@@ -62,7 +64,7 @@ class VaeDecoderWrapper(StageWrapper):
     Python int would be baked in as a constant and other frame counts would decode wrongly.
     """
 
-    stage = "vae_decoder"
+    stage = StageName.VAE_DECODER
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.model.decode(latents, num_frames=latents.shape[0]).sample

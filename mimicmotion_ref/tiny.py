@@ -138,7 +138,7 @@ def write_tiny_weights(root: Path, seed: int = SEED) -> WeightsLayout:
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from mimic.mimicmotion_ref.dwpose.tiny_models import write_tiny_dwpose
+    from mimic.mimicmotion_ref.tiny_dwpose import write_tiny_dwpose
     from mimic.mimicmotion_ref.pose_net import PoseNet
     from mimic.mimicmotion_ref.unet import PoseUNet
 

@@ -1,18 +1,16 @@
 """The one small interface every execution backend implements (torch, onnxruntime, tensorrt).
 
 A backend runs *stages*. Stage names and tensor names/shapes/dtypes are defined once in
-``mimic.export.specs`` (STAGES); a backend takes a dict of named input tensors and returns a dict
-of named output tensors. Inputs arrive as torch tensors on ``backend.device``; a backend casts to
-the dtypes its graphs need and returns outputs as torch tensors on ``backend.device``.
+``mimic.spec``; a backend takes a dict of named input tensors and returns a dict of named output
+tensors. Inputs arrive as torch tensors on ``backend.device``; a backend casts to the dtypes its
+graphs need and returns outputs as torch tensors on ``backend.device``.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # keep this module import-light: the CLI reads STAGE_NAMES at start-up
+if TYPE_CHECKING:
     import torch
-
-STAGE_NAMES = ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")
 
 
 @runtime_checkable

@@ -1,5 +1,6 @@
 """The ``onnxruntime`` backend: the exported graphs run by onnxruntime (CPU provider, or CUDA with
-I/O binding so torch CUDA tensors are used in place, without host round trips)."""
+I/O binding so torch CUDA tensors are used in place, without host round trips). Sessions come from
+the one factory, ``mimic.ort_session`` (its CUDA policy: no silent CPU fallback)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 from mimic.errors import EngineError, InputError
+from mimic.ort_session import create_session, providers_for
 
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
@@ -19,46 +21,25 @@ _ORT_TO_NUMPY = {
 _NUMPY_TO_TORCH = {np.float32: torch.float32, np.float16: torch.float16, np.float64: torch.float64, np.int64: torch.int64, np.int32: torch.int32}
 
 
-def providers_for(device: torch.device) -> list:
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if device.type == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise EngineError("onnxruntime has no CUDA provider here: install the `gpu` extra (onnxruntime-gpu) or use --device cpu")
-        return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, graphs: dict[str, Path], device: str | torch.device = "cpu", threads: int | None = None):
-        import onnxruntime as ort
-
         self.device = torch.device(device)
         self._graphs = {k: Path(v) for k, v in graphs.items()}
         missing = [f"{k} ({p})" for k, p in self._graphs.items() if not p.is_file()]
         if missing:
             raise EngineError(f"missing ONNX graphs: {', '.join(missing)}; run `mimic export` first")
-        self._providers = providers_for(self.device)
-        self._options = ort.SessionOptions()
-        self._options.log_severity_level = 3
-        if threads:
-            self._options.intra_op_num_threads = threads
+        providers_for(self.device)  # no CUDA provider for a CUDA device: fail now, not at the first stage
+        self._threads = threads
         self._sessions: dict = {}
 
     def session(self, stage: str):
         sess = self._sessions.get(stage)
         if sess is None:
-            import onnxruntime as ort
-
             if stage not in self._graphs:
                 raise InputError(f"no ONNX graph for stage {stage!r} (have {sorted(self._graphs)})")
-            try:
-                sess = ort.InferenceSession(str(self._graphs[stage]), self._options, providers=self._providers)
-            except Exception as err:  # onnxruntime raises its own untyped errors for bad files
-                raise EngineError(f"onnxruntime cannot load {self._graphs[stage]}: {str(err).splitlines()[0][:200]}") from None
+            sess = create_session(self._graphs[stage], self.device, self._threads)
             self._sessions[stage] = sess
         return sess
 

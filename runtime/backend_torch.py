@@ -6,6 +6,8 @@ import torch
 
 from mimic.errors import InputError
 from mimic.mimicmotion_ref.models import RefModels
+from mimic.spec import StageName as S
+from mimic.spec import TensorName as N
 
 
 class TorchBackend:
@@ -23,22 +25,22 @@ class TorchBackend:
     def run(self, stage: str, feeds: dict[str, torch.Tensor], stream=None) -> dict[str, torch.Tensor]:
         m, dt = self.models, self.dtype
         with self._stream_ctx(stream):
-            if stage == "image_encoder":
-                return {"image_embeds": m.image_encoder(feeds["pixel_values"].to(self.device, dt)).image_embeds}
-            if stage == "vae_encoder":
-                return {"latent_mean": m.vae.encode(feeds["image"].to(self.device, dt)).latent_dist.mode()}
-            if stage == "pose_net":
-                return {"pose_latents": m.pose_net(feeds["pose_images"].to(self.device, dt))}
-            if stage == "unet":
+            if stage == S.IMAGE_ENCODER:
+                return {N.IMAGE_EMBEDS: m.image_encoder(feeds[N.PIXEL_VALUES].to(self.device, dt)).image_embeds}
+            if stage == S.VAE_ENCODER:
+                return {N.LATENT_MEAN: m.vae.encode(feeds["image"].to(self.device, dt)).latent_dist.mode()}
+            if stage == S.POSE_NET:
+                return {N.POSE_LATENTS: m.pose_net(feeds[N.POSE_IMAGES].to(self.device, dt))}
+            if stage == S.UNET:
                 out = m.unet(
                     feeds["sample"].to(self.device, dt),
                     feeds["timestep"].to(self.device, torch.float32),
-                    feeds["encoder_hidden_states"].to(self.device, dt),
-                    feeds["added_time_ids"].to(self.device, dt),
-                    pose_latents=feeds["pose_latents"].to(self.device, dt),
+                    feeds[N.ENCODER_HIDDEN_STATES].to(self.device, dt),
+                    feeds[N.ADDED_TIME_IDS].to(self.device, dt),
+                    pose_latents=feeds[N.POSE_LATENTS].to(self.device, dt),
                 )
-                return {"noise_pred": out}
-            if stage == "vae_decoder":
+                return {N.NOISE_PRED: out}
+            if stage == S.VAE_DECODER:
                 z = feeds["latents"].to(self.device, dt)
                 return {"frames": m.vae.decode(z, num_frames=z.shape[0]).sample}
         raise InputError(f"unknown stage {stage!r}")

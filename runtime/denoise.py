@@ -13,16 +13,19 @@ Working set per step: the latents, one accumulator and one temporary (plus one w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
 import torch
 
 from mimic.errors import NumericsError
+from mimic.mimicmotion_ref.config import GenerationConfig
 from mimic.mimicmotion_ref.preprocess import pose_pixels
-from mimic.mimicmotion_ref.scheduler import Schedule
+from mimic.mimicmotion_ref.scheduler import Schedule, SchedulerConfig, make_schedule
 from mimic.mimicmotion_ref.windows import guidance_scales, tent_weights, window_indices
+from mimic.pose.images import PoseImages
 from mimic.runtime.backend_api import Backend
-from mimic.runtime.pose_source import PoseImages
+from mimic.spec import StageName
+from mimic.spec import TensorName as N
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class PoseLatentCache:
         if hit is not None:
             return hit
         images = pose_pixels(self.poses.get(self.windows[j]), self.dtype).to(self.backend.device)
-        lat = self.backend.run("pose_net", {"pose_images": images})["pose_latents"].to(self.dtype)
+        lat = self.backend.run(StageName.POSE_NET, {N.POSE_IMAGES: images})[N.POSE_LATENTS].to(self.dtype)
         self.computed += 1
         size = lat.numel() * lat.element_size()
         if self._bytes + size <= self.budget:
@@ -64,48 +67,80 @@ class PoseLatentCache:
         return lat
 
 
-def check_finite(x: torch.Tensor, what: str) -> None:
+def check_finite(x: torch.Tensor, what: str, dtype: torch.dtype | None = None) -> None:
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
-        raise NumericsError(f"{bad} NaN/Inf values in {what}: stopping instead of writing broken frames (try fp32 or another backend)")
+        hint = "try --precision fp32 or another backend" if (dtype or x.dtype) == torch.float16 else "try another backend"
+        raise NumericsError(f"{bad} NaN/Inf values in {what}: stopping instead of writing broken frames ({hint})")
 
 
-def denoise(
-    backend: Backend,
-    cond: Conditioning,
-    poses: PoseImages,
-    latents: torch.Tensor,
-    schedule: Schedule,
-    window: int,
-    overlap: int,
-    guidance_min: float,
-    guidance_max: float,
-    dtype: torch.dtype,
-    progress: Callable[[int, int], None] | None = None,
-    pose_cache_bytes: int | None = None,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class DenoisePlan:
+    """Everything the windowed loop needs besides the tensors: made once per job by ``plan_denoise``."""
+
+    schedule: Schedule
+    windows: tuple[tuple[int, ...], ...]  # frame indices of each window (frame 0 = the reference, in every window)
+    window: int
+    guidance_min: float
+    guidance_max: float
+    dtype: torch.dtype
+    pose_cache_bytes: int
+    start_step: int = 0  # > 0: resuming from the latents saved after that many steps
+
+    @property
+    def num_steps(self) -> int:
+        return self.schedule.num_steps
+
+    @property
+    def total_calls(self) -> int:
+        """UNet calls (one batched CFG pair each) = steps x windows."""
+        return self.schedule.num_steps * len(self.windows)
+
+
+def plan_denoise(num_frames: int, config: GenerationConfig, scheduler: SchedulerConfig, dtype: torch.dtype, device: torch.device,
+                 pose_cache_bytes: int | None = None, start_step: int = 0) -> DenoisePlan:
+    if not 0 <= start_step <= config.steps:
+        raise ValueError(f"start step {start_step} outside 0..{config.steps}")
+    return DenoisePlan(
+        schedule=make_schedule(config.steps, scheduler),
+        windows=tuple(tuple(w) for w in window_indices(num_frames, config.window, config.overlap)),
+        window=config.window,
+        guidance_min=config.guidance_min,
+        guidance_max=config.guidance_max,
+        dtype=dtype,
+        pose_cache_bytes=default_pose_cache_budget(device) if pose_cache_bytes is None else pose_cache_bytes,
+        start_step=start_step,
+    )
+
+
+class StepHooks(Protocol):
+    def on_progress(self, done: int, total: int) -> None: ...
+
+    def on_step_end(self, step: int, num_steps: int, latents: torch.Tensor) -> None: ...
+
+
+def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, latents: torch.Tensor, hooks: StepHooks | None = None) -> torch.Tensor:
     """latents (1, F, 4, h, w), already scaled by the init sigma -> final latents (same shape).
 
-    The latents stay in ``dtype`` between steps (as the reference's do); each step's update is
-    computed in fp32.
+    The latents stay in ``plan.dtype`` between steps (as the reference's do); each step's update is
+    computed in fp32. Consumes ``latents``: its memory is reused as the accumulator.
     """
-    device = backend.device
+    device, dtype, window, schedule = backend.device, plan.dtype, plan.window, plan.schedule
     num_frames = latents.shape[1]
-    windows = window_indices(num_frames, window, overlap)
+    windows = [list(w) for w in plan.windows]
     weights = tent_weights(window, dtype=dtype, device=device)
     w5 = weights.view(1, window, 1, 1, 1)
     count = torch.zeros(num_frames, dtype=dtype, device=device)
     for idx in windows:
         count[idx] += weights
-    scales = guidance_scales(num_frames, guidance_min, guidance_max, dtype=dtype, device=device)
+    scales = guidance_scales(num_frames, plan.guidance_min, plan.guidance_max, dtype=dtype, device=device)
     ref_lat = cond.ref_latents.to(device, dtype).unsqueeze(1).expand(2, window, -1, -1, -1)
     embeds = cond.image_embeds.to(device, dtype)
     ids = cond.added_time_ids.to(device, dtype)
-    budget = default_pose_cache_budget(device) if pose_cache_bytes is None else pose_cache_bytes
-    pose_cache = PoseLatentCache(backend, poses, windows, dtype, budget)
-    total = schedule.num_steps * len(windows)
+    pose_cache = PoseLatentCache(backend, poses, windows, dtype, plan.pose_cache_bytes)
+    total = plan.total_calls
     acc = torch.empty(latents.shape, dtype=dtype, device=device)
-    for i in range(schedule.num_steps):
+    for i in range(plan.start_step, schedule.num_steps):
         sigma = schedule.sigmas[i].to(device)
         sigma_next = schedule.sigmas[i + 1].to(device)
         c_in = 1.0 / ((sigma**2 + 1) ** 0.5)
@@ -115,21 +150,23 @@ def denoise(
             xw = (latents[:, idx] * c_in).to(dtype)
             pose = pose_cache.get(j)
             feeds = {
-                "sample": torch.cat([xw.expand(2, -1, -1, -1, -1), ref_lat], dim=2),
-                "timestep": t,
-                "encoder_hidden_states": embeds,
-                "added_time_ids": ids,
-                "pose_latents": torch.cat([torch.zeros_like(pose), pose]),
+                N.SAMPLE: torch.cat([xw.expand(2, -1, -1, -1, -1), ref_lat], dim=2),
+                N.TIMESTEP: t,
+                N.ENCODER_HIDDEN_STATES: embeds,
+                N.ADDED_TIME_IDS: ids,
+                N.POSE_LATENTS: torch.cat([torch.zeros_like(pose), pose]),
             }
-            out = backend.run("unet", feeds)["noise_pred"].to(dtype)
+            out = backend.run(StageName.UNET, feeds)[N.NOISE_PRED].to(dtype)
             uncond, cond_pred = out[:1], out[1:]
             acc[:, idx] += (uncond + scales[:, idx] * (cond_pred - uncond)) * w5
-            if progress is not None:
-                progress(i * len(windows) + j + 1, total)
+            if hooks is not None:
+                hooks.on_progress(i * len(windows) + j + 1, total)
         acc /= count[None, :, None, None, None]
         # the step may return ``acc`` itself (fp32): the old latents' memory becomes the next accumulator
         latents, acc = euler_step_inplace(acc, latents, sigma, sigma_next), latents
-        check_finite(latents, f"the latents after step {i + 1}/{schedule.num_steps}")
+        check_finite(latents, f"the latents after step {i + 1}/{schedule.num_steps}", dtype)
+        if hooks is not None:
+            hooks.on_step_end(i + 1, schedule.num_steps, latents)
     return latents
 
 

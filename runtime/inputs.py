@@ -1,28 +1,42 @@
-"""Turning a job's files into the arrays the generator needs, validated before any model loads.
+"""Steps 1 and 2 of the pipeline: a job's files -> the reference and the pose images, plus the
+checks that run before any model loads (``validate_job``).
 
 Where the released script crashes, this does better and says so in the job's warnings:
 driving clips shorter than a window are padded (last pose repeated) and the output trimmed back;
 resolutions that are not multiples of 64 are rounded; multi-person / no-person clips are handled
-by the retargeting's main-person tracking (``mimicmotion_ref.dwpose.retarget``).
+by the retargeting's main-person tracking (``mimic.pose.retarget``).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import torch
 
 from mimic.errors import InputError
+from mimic.media.images import IMAGE_SUFFIXES, read_image
+from mimic.media.video_reader import VideoInfo, iter_sampled_frames, probe_video
+from mimic.media.video_writer import check_writable
 from mimic.mimicmotion_ref.config import GenerationConfig
 from mimic.mimicmotion_ref.preprocess import prepare_reference, resize_uint8
+from mimic.pose.draw import draw_pose
+from mimic.pose.extract import extract_video_poses
+from mimic.pose.files import load_poses
+from mimic.pose.images import ArrayPoses, DrawnPoses, PaddedPoses, PoseImages
+from mimic.pose.retarget import retarget_poses
+from mimic.pose.sequence import PoseSequence
 from mimic.runtime.jobs import Job
-from mimic.runtime.pose_source import ArrayPoses, DrawnPoses, PaddedPoses, PoseImages
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class JobInputs:
+    """What steps 3-7 need: the cropped reference and F pose images (frame 0 = the reference pose)."""
+
     reference: np.ndarray  # (H, W, 3) uint8, cropped to the output size
     poses: PoseImages  # F pose images served per window, frame 0 = reference pose
     num_output: int  # frames to keep (driving frames before padding)
@@ -33,18 +47,16 @@ class JobInputs:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 (h, w, 3) via PIL (as upstream's pil_loader), one-line error otherwise."""
-    from PIL import Image, UnidentifiedImageError
+@dataclass
+class RawInputs:
+    """Step 1's result: every input of the job opened once."""
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(f"cannot read image {path}: {err.__class__.__name__}") from None
+    job: Job
+    reference: np.ndarray  # cropped to the output size
+    ref_pose_image: np.ndarray | None = None  # (3, H, W): the reference's drawn pose, when given
+    pose_frames: np.ndarray | None = None  # (F, 3, H, W): already-drawn driving poses
+    pose_file: PoseSequence | None = None
+    video: VideoInfo | None = None  # the driving video (decoded once, in step 2)
 
 
 def rounded_resolution(resolution: int) -> tuple[int, str | None]:
@@ -57,8 +69,6 @@ def rounded_resolution(resolution: int) -> tuple[int, str | None]:
 
 def validate_job(job: Job) -> None:
     """Cheap checks of every input path and the output before models load."""
-    from mimic.runtime.video_writer import check_writable
-
     if not Path(job.reference).is_file():
         raise InputError(f"reference image {job.reference} does not exist")
     read_image(job.reference)  # decodable
@@ -66,12 +76,8 @@ def validate_job(job: Job) -> None:
         if p is not None and not Path(p).exists():
             raise InputError(f"{p} does not exist")
     if job.driving is not None:
-        from mimic.runtime.video_io import probe_video
-
         probe_video(job.driving)  # corrupt or zero-frame videos fail here, with their reason
     if job.poses is not None:
-        from mimic.runtime.pose_files import load_poses
-
         load_poses(job.poses)
     if job.writes_png_sequence:
         check_writable(Path(job.out) / "frame_000001.png")
@@ -81,29 +87,53 @@ def validate_job(job: Job) -> None:
         check_writable(job.out)
 
 
-def _read_pose_frames(source: Path, hw: tuple[int, int]) -> np.ndarray:
-    """Already-drawn pose images from a folder of images or a video, resized to (H, W)."""
-    import torch
-
-    source = Path(source)
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(f"no images in pose-frames folder {source}")
-        frames = (read_image(p) for p in files)
+def read_inputs(job: Job, config: GenerationConfig) -> RawInputs:
+    """Step 1: the reference (cropped to the output size) and the driving source, each opened once."""
+    reference = prepare_reference(read_image(job.reference), config.resolution)
+    hw = reference.shape[:2]
+    raw = RawInputs(job, reference)
+    if job.ref_pose is not None:
+        single_image = Path(job.ref_pose).suffix.lower() in IMAGE_SUFFIXES
+        raw.ref_pose_image = _resized(read_image(job.ref_pose), hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
+    if job.pose_frames is not None:
+        raw.pose_frames = _read_pose_frames(job.pose_frames, hw)
+    elif job.driving is not None:
+        raw.video = probe_video(job.driving)
     else:
-        from mimic.runtime.video_io import iter_sampled_frames
+        raw.pose_file = load_poses(job.poses)
+    return raw
 
-        frames = (rgb for _, rgb in iter_sampled_frames(source, 1))
-    out = []
-    for rgb in frames:
-        chw = torch.from_numpy(rgb).permute(2, 0, 1)
-        if tuple(chw.shape[1:]) != hw:
-            chw = resize_uint8(chw, hw)
-        out.append(chw.numpy())
-    if not out:
-        raise InputError(f"no frames in {source}")
-    return np.stack(out)
+
+def prepare_poses(raw: RawInputs, config: GenerationConfig, detector: Callable, pad: bool = True) -> JobInputs:
+    """Step 2: DWPose on the driving video (or the pose file / drawn frames), retargeted to the
+    reference, drawn lazily per window; padded to one window for short clips.
+    ``detector()`` gives the DWPoseDetector (created only if needed)."""
+    job, reference = raw.job, raw.reference
+    hw = reference.shape[:2]
+    warnings: list[str] = []
+    ref_pose_image = raw.ref_pose_image
+    audio, audio_start, pose_fps = None, 0.0, None
+    if raw.pose_frames is not None:
+        if ref_pose_image is None:
+            ref_pose_image = draw_pose(detector().detect_image(reference), *hw)
+        poses: PoseImages = ArrayPoses(np.concatenate([ref_pose_image[None], raw.pose_frames]))
+    else:
+        if raw.video is not None:
+            seq = extract_video_poses(detector(), job.driving, config.sample_stride, info=raw.video)
+            audio, audio_start, pose_fps = Path(job.driving), float(seq.frame_times_s[0]) if seq.frame_times_s else 0.0, seq.pose_fps
+        else:
+            seq = raw.pose_file
+        if not seq.frames:
+            raise InputError(f"no frames were sampled from {job.driving or job.poses}")
+        ref_detect = detector().detect_image(reference)
+        retargeted = retarget_poses(ref_detect, seq.frames, hw, seq.video_hw)
+        warnings += list(retargeted.warnings)
+        first = ref_pose_image if ref_pose_image is not None else draw_pose(ref_detect, *hw)
+        poses = DrawnPoses(first, retargeted.poses, *hw)
+    num_output = len(poses) - 1
+    poses, pad_warnings = pad_to_window(poses, config.window, pad)
+    warnings += pad_warnings
+    return JobInputs(reference, poses, num_output, config.output_fps, audio, audio_start, pose_fps, warnings)
 
 
 def pad_to_window(poses: PoseImages, window: int, pad: bool) -> tuple[PoseImages, list[str]]:
@@ -116,49 +146,23 @@ def pad_to_window(poses: PoseImages, window: int, pad: bool) -> tuple[PoseImages
     return PaddedPoses(poses, window), [f"{driving} driving frames < window {window}: padded with the last pose to {window - 1}, output trimmed to {driving} frames"]
 
 
-def load_job_inputs(job: Job, config: GenerationConfig, detector_factory, pad: bool = True, log=None) -> JobInputs:
-    """Read and prepare one job. ``detector_factory()`` gives a DWPoseDetector (created only if needed)."""
-    from mimic.mimicmotion_ref.dwpose.draw import draw_pose
-    from mimic.mimicmotion_ref.dwpose.retarget import retarget_poses
-    from mimic.runtime.poses import extract_video_poses
-
-    warnings: list[str] = []
-    reference = prepare_reference(read_image(job.reference), config.resolution)
-    hw = reference.shape[:2]
-    ref_pose_image = None
-    if job.ref_pose is not None:
-        single_image = Path(job.ref_pose).suffix.lower() in IMAGE_SUFFIXES
-        ref_pose_image = _read_pose_frames_file(job.ref_pose, hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
-    audio, audio_start, pose_fps = None, 0.0, None
-    if job.pose_frames is not None:
-        driving = _read_pose_frames(job.pose_frames, hw)
-        if ref_pose_image is None:
-            ref_pose_image = draw_pose(detector_factory().detect_image(reference), *hw)
-        poses: PoseImages = ArrayPoses(np.concatenate([ref_pose_image[None], driving]))
-    else:
-        if job.driving is not None:
-            seq = extract_video_poses(detector_factory(), job.driving, config.sample_stride, log=log)
-            audio, audio_start, pose_fps = Path(job.driving), float(seq.frame_times_s[0]) if seq.frame_times_s else 0.0, seq.pose_fps
-        else:
-            from mimic.runtime.pose_files import load_poses
-
-            seq = load_poses(job.poses)
-        if not seq.frames:
-            raise InputError(f"no frames were sampled from {job.driving or job.poses}")
-        ref_detect = detector_factory().detect_image(reference)
-        retargeted = retarget_poses(ref_detect, seq.frames, hw, seq.video_hw)
-        warnings += list(retargeted.warnings)
-        first = ref_pose_image if ref_pose_image is not None else draw_pose(ref_detect, *hw)
-        poses = DrawnPoses(first, retargeted.poses, *hw)
-    num_output = len(poses) - 1
-    poses, pad_warnings = pad_to_window(poses, config.window, pad)
-    warnings += pad_warnings
-    return JobInputs(reference, poses, num_output, config.output_fps, audio, audio_start, pose_fps, warnings)
-
-
-def _read_pose_frames_file(path: Path, hw: tuple[int, int]) -> np.ndarray:
-    import torch
-
-    rgb = read_image(path)
+def _resized(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) RGB -> (3, H, W) at the output size."""
     chw = torch.from_numpy(rgb).permute(2, 0, 1)
     return (resize_uint8(chw, hw) if tuple(chw.shape[1:]) != hw else chw).numpy()
+
+
+def _read_pose_frames(source: Path, hw: tuple[int, int]) -> np.ndarray:
+    """Already-drawn pose images from a folder of images or a video, resized to (H, W)."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"no images in pose-frames folder {source}")
+        frames = (read_image(p) for p in files)
+    else:
+        frames = (rgb for _, rgb in iter_sampled_frames(source, 1))
+    out = [_resized(rgb, hw) for rgb in frames]
+    if not out:
+        raise InputError(f"no frames in {source}")
+    return np.stack(out)

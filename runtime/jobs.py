@@ -3,6 +3,7 @@ for render farms) or upstream's ``configs/test.yaml``."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -22,8 +23,13 @@ UPSTREAM_KEYS = {
 }
 
 
+_PATH_FIELDS = ("reference", "out", "driving", "poses", "pose_frames", "ref_pose")
+
+
 @dataclass(frozen=True)
 class Job:
+    """One render. Paths may be ``str`` or any ``os.PathLike``; they are stored as ``Path``."""
+
     reference: Path
     out: Path
     driving: Path | None = None  # a driving video (DWPose runs on it)
@@ -33,6 +39,15 @@ class Job:
     overrides: dict = field(default_factory=dict)  # GenerationConfig fields
 
     def __post_init__(self) -> None:
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, (str, os.PathLike)):
+                raise InputError(f"job {name} must be a path (str or os.PathLike), got {type(value).__name__}")
+            object.__setattr__(self, name, Path(os.fspath(value)))
+        if not isinstance(self.overrides, dict):
+            raise InputError(f"job overrides must be a mapping of settings, got {type(self.overrides).__name__}")
         sources = [s for s in (self.driving, self.poses, self.pose_frames) if s is not None]
         if len(sources) != 1:
             raise InputError(f"job for {self.reference}: give exactly one of driving video, pose file or pose frames (got {len(sources)})")
@@ -87,7 +102,7 @@ def load_jobs_file(path: Path) -> list[Job]:
         if not isinstance(item, dict) or "reference" not in item or "out" not in item:
             raise InputError(f"{path}: job {n} needs at least 'reference' and 'out'")
         item = dict(item)
-        paths = {k: _path(item.pop(k, None), base) for k in ("reference", "out", "driving", "poses", "pose_frames", "ref_pose")}
+        paths = {k: _path(item.pop(k, None), base) for k in _PATH_FIELDS}
         jobs.append(Job(overrides=item, **paths))
     return jobs
 
@@ -109,3 +124,38 @@ def upstream_jobs(data: dict, base: Path, out_dir: Path | None = None) -> list[J
     if not jobs:
         raise InputError("the config has no test_case entries")
     return jobs
+
+
+def settings_from_file(path: Path) -> tuple[dict, list[Job]]:
+    """A mapping of run settings: our names (``steps``...) or upstream's test.yaml names
+    (``num_inference_steps``, ``guidance_scale``...); a ``test_case`` list becomes jobs."""
+    data = _load_structured(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of settings")
+    jobs = upstream_jobs(data, Path(path).parent) if "test_case" in data else []
+    known = set(GenerationConfig.__dataclass_fields__)
+    overrides = {}
+    for key, value in data.items():
+        if key in ("test_case", "base_model_path", "ckpt_path"):
+            continue
+        if key == "guidance_scale":
+            overrides["guidance_min"] = overrides["guidance_max"] = float(value)
+        elif key in UPSTREAM_KEYS:
+            overrides[UPSTREAM_KEYS[key]] = value
+        elif key in known:
+            overrides[key] = value
+        else:
+            raise InputError(f"{path}: unknown setting {key!r}")
+    return overrides, jobs
+
+
+def build_jobs(ref, driving, pose, pose_frames, ref_pose, out, jobs_file, config_jobs) -> list[Job]:
+    if jobs_file is not None:
+        if any(v is not None for v in (ref, driving, pose, pose_frames, out)):
+            raise InputError("give either --jobs or --ref/--driving/--out, not both")
+        return load_jobs_file(jobs_file)
+    if ref is None and config_jobs:
+        return config_jobs
+    if ref is None or out is None:
+        raise InputError("need --ref IMAGE and --out OUT (or --jobs FILE)")
+    return [Job(reference=ref, driving=driving, poses=pose, pose_frames=pose_frames, ref_pose=ref_pose, out=out)]

@@ -1,51 +1,58 @@
 """Exported graphs for the onnxruntime backend: a given export folder, or a one-time export into the
-cache keyed by the weight files, so `mimic run --backend onnxruntime --weights DIR` just works."""
+cache, so `mimic run --backend onnxruntime --weights DIR` just works.
+
+The cache has one folder per weight set (by location); whether its graphs are still what these
+weights and this export code produce is the export manifest's freshness record
+(:func:`mimic.export.freshness.up_to_date`): a weight set is exported once, and again only when its
+files, the export code or torch change.
+"""
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 from pathlib import Path
 
 from mimic.errors import EngineError
 from mimic.mimicmotion_ref.weights import WeightsLayout, fetch_svd
-from mimic.runtime.backend_api import STAGE_NAMES as RUNTIME_STAGES
+from mimic.spec import STAGE_NAMES, onnx_filename
 
-CACHE_FORMAT = 1
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 2  # 2: freshness from the export manifest (1: .complete-<precision> stamps)
 
 
 def graphs_in(folder: Path, precision: str) -> dict[str, Path]:
-    from mimic.export.specs import onnx_filename
-
-    graphs = {s: Path(folder) / onnx_filename(s, precision) for s in RUNTIME_STAGES}
+    graphs = {s: Path(folder) / onnx_filename(s, precision) for s in STAGE_NAMES}
     missing = [s for s, p in graphs.items() if not p.is_file()]
     if missing:
         raise EngineError(f"{folder} lacks {precision} graphs for {', '.join(missing)}: run `mimic export --precision {precision} --out {folder}`")
     return graphs
 
 
-def weights_fingerprint(layout: WeightsLayout) -> str:
-    """Cheap identity of the weights: path, size and mtime of every file that shapes the graphs."""
-    svd = fetch_svd(layout.svd)
-    files = [Path(layout.checkpoint)] + sorted(p for p in svd.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors"))
-    h = hashlib.sha256(f"format={CACHE_FORMAT}".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
-
-
-def ensure_onnx_graphs(layout: WeightsLayout, precision: str, onnx_dir: Path | None, log) -> dict[str, Path]:
-    if onnx_dir is not None:
-        return graphs_in(onnx_dir, precision)
+def cache_folder(layout: WeightsLayout) -> Path:
+    """The cache folder of a weight set: keyed by where its files are (their contents are the
+    freshness record's business)."""
     from mimic.mimicmotion_ref.tiny import cache_root
 
-    folder = cache_root() / "onnx" / weights_fingerprint(layout)
-    done = folder / f".complete-{precision}"
-    if done.is_file():
-        return graphs_in(folder, precision)
-    log(f"exporting {precision} ONNX graphs into the cache (once per weight set) ...")
-    from mimic.export.command import export_command
+    where = f"format={CACHE_FORMAT}\n{fetch_svd(layout.svd).resolve()}\n{Path(layout.checkpoint).resolve()}\n"
+    return cache_root() / "onnx" / hashlib.sha256(where.encode()).hexdigest()[:20]
 
-    export_command(folder, layout=layout, precision=precision, stages=RUNTIME_STAGES, log=log)
-    done.write_text(json.dumps({"precision": precision}) + "\n")
+
+def ensure_onnx_graphs(layout: WeightsLayout, precision: str, onnx_dir: Path | None = None) -> dict[str, Path]:
+    """The ``precision`` graphs of every runtime stage: from ``onnx_dir`` when given (used as is),
+    else from the cache, exporting the stale ones first."""
+    if onnx_dir is not None:
+        return graphs_in(onnx_dir, precision)
+    from mimic.export.freshness import up_to_date
+    from mimic.files import file_lock
+
+    folder = cache_folder(layout)
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / ".export.lock"):  # two runs on one weight set export once
+        stale = up_to_date(folder, layout, STAGE_NAMES, precision)
+        if stale:
+            log.info(f"exporting {precision} ONNX graphs into the cache (once per weight set) ...")
+            from mimic.export.command import export_command
+
+            export_command(folder, layout=layout, precision=precision, stages=stale)
     return graphs_in(folder, precision)

@@ -6,8 +6,11 @@ however many export test modules run, the tiny stages are exported once.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -27,14 +30,35 @@ class TinyExport:
         return [r for r in self.summary.rows if r.stage == stage and r.precision == precision]
 
 
+@contextlib.contextmanager
+def captured_log(name: str = "mimic") -> Iterator[list[str]]:
+    """The INFO+ messages of the ``name`` loggers while the block runs (for session fixtures, where
+    pytest's function-scoped ``caplog`` is not available)."""
+    lines: list[str] = []
+
+    class _Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger = logging.getLogger(name)
+    handler, old_level = _Lines(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 def run_tiny_export(layout, tmp_path_factory) -> TinyExport:
     key = str(tmp_path_factory.getbasetemp())
     if key not in _CACHE:
         from mimic.export.command import export_command
 
         out = tmp_path_factory.mktemp("tiny-export")
-        lines: list[str] = []
-        summary = export_command(out, layout=layout, precision="both", validate=True, log=lines.append)
+        with captured_log() as lines:
+            summary = export_command(out, layout=layout, precision="both", validate=True)
         _CACHE[key] = TinyExport(out_dir=out, summary=summary, log=tuple(lines))
     return _CACHE[key]
 

@@ -5,9 +5,22 @@ from pathlib import Path
 
 import cv2
 
-from mimic.runtime.synthetic import synthetic_reference, write_synthetic_driving_video
+import numpy as np
+
+from mimic.media.video_writer import write_rgb_video
+from mimic.pose.draw import draw_pose
+from mimic.runtime.demo_assets import synthetic_poses, synthetic_reference
 
 SMALL_ARGS = ["--steps", "2", "--window", "6", "--overlap", "2", "--resolution", "128", "--sample-stride", "1"]
+
+
+def write_synthetic_driving_video(path, num_frames: int = 24, size_hw: tuple[int, int] = (320, 192), fps: float = 24.0):
+    """A dancer video: the synthetic skeleton drawn thick on a plain backdrop (H.264)."""
+    frames = []
+    for pose in synthetic_poses(num_frames, size_hw):
+        drawn = draw_pose(pose, *size_hw).transpose(1, 2, 0)
+        frames.append(np.maximum(drawn, 30).astype(np.uint8))
+    return write_rgb_video(path, frames, fps)
 
 
 def make_inputs(folder: Path, frames: int = 10) -> tuple[Path, Path]:

@@ -2,11 +2,13 @@
 No timing assertions: only that the records follow the schema and the report has its tables and plots."""
 import json
 
+import pytest
+
 import typer
 from typer.testing import CliRunner
 
-from mimic.benchmarks.command import register
 from mimic.benchmarks.results import read_records, validate_record
+from mimic.commands import bench
 
 
 def _app():
@@ -16,10 +18,11 @@ def _app():
     def _root():
         """test root"""
 
-    register(app)
+    app.add_typer(bench.app)
     return app
 
 
+@pytest.mark.slow  # ~70 s: every section incl. four scaling subprocesses; test_bench_quick_e2e_and_report is the CI smoke
 def test_bench_then_report(tiny_cache, tmp_path):
     app, runner = _app(), CliRunner()
     out = tmp_path / "results.jsonl"
@@ -59,6 +62,28 @@ def test_bench_then_report(tiny_cache, tmp_path):
     assert "| run | device | backend | precision | stage |" in md
     assert md.count("| reference | fp32 | unet |") == 1  # the same file twice merges to one copy
     assert len(read_records(out)) == len(lines)
+
+
+def test_bench_quick_e2e_and_report(tiny_cache, tmp_path):
+    """CI smoke: stages and end to end (torch vs the reference) at 64x64, then the report."""
+    app, runner = _app(), CliRunner()
+    out = tmp_path / "results.jsonl"
+    args = [
+        "bench", "--preset", "tiny", "--backend", "torch", "--out", str(out), "--size", "64x64", "--window", "4", "--overlap", "1",
+        "--frames", "5", "--steps", "1", "--repeats", "1", "--warmup", "0", "--threads", "1",
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    records = [validate_record(json.loads(line)) for line in out.read_text().splitlines()]
+    e2e = {r["backend"]: r for r in records if r["kind"] == "e2e"}
+    assert set(e2e) == {"reference", "torch"}
+    assert e2e["torch"]["speedup_vs_reference"] > 0 and e2e["torch"]["max_abs_diff_vs_reference"] <= 2
+    stages = {(r["backend"], r["stage"]) for r in records if r["kind"] == "stage"}
+    assert {("torch", s) for s in ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")} <= stages
+    res = runner.invoke(app, ["bench", "report", str(out), "-o", str(tmp_path / "report")])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Stage latency" in md and "## End to end" in md
 
 
 def test_bench_usage_errors(tiny_cache, tmp_path):

@@ -6,13 +6,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from mimic.errors import InputError, WeightsError
-from mimic.mimicmotion_ref.dwpose.detector import (DETECTOR_SIGNATURE, POSE_SIGNATURE, DWPoseDetector, OnnxModel,
-                                                   select_providers)
-from mimic.mimicmotion_ref.dwpose.tiny_models import planted_detector, planted_pose, save_model, write_tiny_dwpose
-from mimic.runtime.pose_files import load_poses, save_poses
-from mimic.runtime.poses import extract_video_poses, pose_command
-from mimic.runtime.video_io import iter_sampled_frames, write_rgb_video
+from mimic.errors import EngineError, InputError, WeightsError
+from mimic.media.video_reader import iter_sampled_frames
+from mimic.media.video_writer import write_rgb_video
+from mimic.mimicmotion_ref.tiny_dwpose import planted_detector, planted_pose, save_model, write_tiny_dwpose
+from mimic.pose.detector import DWPoseDetector, OnnxModel, select_providers
+from mimic.pose.extract import extract_video_poses, pose_command
+from mimic.pose.files import load_poses, save_poses
+from mimic.spec import DWPOSE_DETECTOR, DWPOSE_POSE
 
 CPU = ["CPUExecutionProvider"]
 FIGURE = (40, 160)       # width, height of the bright synthetic "person"
@@ -71,14 +72,14 @@ def test_runtime_output_shape_is_checked(tmp_path):
         dim.dim_param = "any"                                 # declared shape no longer says 576
     path = save_model(wrong, tmp_path / "wrong.onnx")
     with pytest.raises(WeightsError, match="wrong.onnx: produced outputs .*133, 500"):
-        OnnxModel(path, POSE_SIGNATURE, CPU)
+        OnnxModel(path, DWPOSE_POSE, CPU)
 
 
 def test_dynamic_batch_rewrite_equals_batch1_graph(tiny):
     rng = np.random.default_rng(3)
-    for path, signature, batch in ((tiny[0], DETECTOR_SIGNATURE, rng.uniform(0, 255, (3, 3, 640, 640))),
-                                   (tiny[1], POSE_SIGNATURE, rng.normal(0, 1, (3, 3, 384, 288)))):
-        model = OnnxModel(path, signature, CPU)
+    for path, spec, batch in ((tiny[0], DWPOSE_DETECTOR, rng.uniform(0, 255, (3, 3, 640, 640))),
+                              (tiny[1], DWPOSE_POSE, rng.normal(0, 1, (3, 3, 384, 288)))):
+        model = OnnxModel(path, spec, CPU)
         assert model.batching == "rewritten"
         reference = ort.InferenceSession(str(path), providers=CPU)      # the untouched batch-1 graph
         assert reference.get_inputs()[0].shape[0] == 1
@@ -94,7 +95,7 @@ def test_batch_hostile_graph_falls_back_to_per_item(tmp_path):
     gain = np.zeros((8400, 85), dtype=np.float32)
     gain[0, 0] = 1.0
     path = save_model(planted_detector(raw, gain, batch_hostile=True), tmp_path / "hostile.onnx")
-    model = OnnxModel(path, DETECTOR_SIGNATURE, CPU)
+    model = OnnxModel(path, DWPOSE_DETECTOR, CPU)
     assert model.batching == "per-item" and model.batching_note
     batch = np.stack([np.full((3, 640, 640), v, dtype=np.float32) for v in (1.0, 7.0)])
     assert model.run(batch)[0][:, 0, 0].tolist() == [1.0, 7.0]        # mean(images[b]) · 1
@@ -117,10 +118,10 @@ def test_bad_images_and_devices(detector):
         detector.detect_image(np.zeros((10, 10), dtype=np.uint8))
     with pytest.raises(InputError, match="batch size"):
         detector.detect_frames([], batch_size=0)
-    assert select_providers("cpu") == (CPU, None)
-    providers, warning = select_providers("cuda:0")
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert providers == CPU and "onnxruntime-gpu" in warning
+    assert select_providers("cpu") == CPU
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # one policy: an error, never a CPU fallback
+        with pytest.raises(EngineError, match="has no CUDA provider here: install onnxruntime-gpu"):
+            select_providers("cuda:0")
     with pytest.raises(InputError, match="bad device"):
         select_providers("tpu")
 
@@ -178,11 +179,11 @@ def test_bad_pose_files(tmp_path, detector):
             load_poses(broken)
 
 
-def test_pose_command_summary_and_preview(tmp_path, tiny):
+def test_pose_command_summary_and_preview(tmp_path, tiny, caplog):
     video = write_rgb_video(tmp_path / "clip.mp4", [figure_frame(30 + 6 * i) for i in range(8)], fps=30)
-    logged: list[str] = []
+    caplog.set_level("INFO", logger="mimic.pose")
     summary = pose_command(video, tmp_path / "clip.npz", *tiny, preview=tmp_path / "clip_pose.mp4",
-                           sample_stride=2, log=logged.append)
+                           sample_stride=2)
     assert summary["frames"] == 4 and summary["frame_stride"] == 2 and summary["pose_fps"] == 15.0
     assert summary["frames_with_one_person"] == 4 and summary["batching"] == {"detector": "rewritten",
                                                                               "pose": "rewritten"}
@@ -190,6 +191,6 @@ def test_pose_command_summary_and_preview(tmp_path, tiny):
     preview = [frame for _, frame in iter_sampled_frames(summary["preview"], 1)]
     assert len(preview) == 4 and preview[0].shape == (640, 512, 3) and preview[0].any()
     assert (tmp_path / "clip_pose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert any("frames/s" in line for line in logged)
+    assert any("frames/s" in line for line in caplog.messages)
     with pytest.raises(InputError, match=".mp4"):
         pose_command(video, tmp_path / "x.npz", *tiny, preview=tmp_path / "x.gif")

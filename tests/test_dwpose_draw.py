@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from mimic.mimicmotion_ref.dwpose.draw import PoseDrawer, canvas_size, draw_pose
-from mimic.mimicmotion_ref.dwpose.postprocess import PoseFrame
+from mimic.pose.draw import PoseDrawer, canvas_size, draw_pose
+from mimic.pose.postprocess import PoseFrame
 
 LIMBS_1BASED = [(2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13),
                 (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18)]

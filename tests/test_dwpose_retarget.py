@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.dwpose.draw import draw_pose
-from mimic.mimicmotion_ref.dwpose.postprocess import PoseFrame
-from mimic.mimicmotion_ref.dwpose.retarget import choose_main_people, reference_keypoint_ids, retarget_poses
-from mimic.runtime.poses import render_pose_images
+from mimic.pose.draw import draw_pose
+from mimic.pose.postprocess import PoseFrame
+from mimic.pose.retarget import choose_main_people, reference_keypoint_ids, retarget_poses
+from mimic.pose.extract import render_pose_images
 
 REF_HW, VIDEO_HW = (1024, 576), (720, 1280)
 K0 = [0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]

@@ -15,9 +15,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from mimic.engine.command import parse_shapes, register, stage_profiles, stage_ranges
+from mimic.commands import engines as engine_commands
+from mimic.engine.command import hw_sizes, parse_shapes, profile_set_of
 from mimic.engine.gpu import gpu_available, trt_info
 from mimic.errors import EngineError, InputError, MimicError
+from mimic.logs import setup_cli_logging
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (tensorrt-rtx-cu13) is not installed")
 
@@ -26,13 +28,14 @@ RTX = trt_info("tensorrt-rtx")
 
 
 def make_app() -> typer.Typer:
+    setup_cli_logging()  # what `mimic` does: progress lines on stdout
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
     @app.callback()
     def _root() -> None:
         """test app"""
 
-    register(app)
+    app.add_typer(engine_commands.app)
     return app
 
 
@@ -184,7 +187,7 @@ def test_failed_rebuild_keeps_the_published_engine(engines, tmp_path, monkeypatc
     assert code == EngineError.exit_code and "simulated builder failure" in output
     monkeypatch.undo()
     assert cli("validate", "--engines", str(out), "--check-only")[0] == 0  # old plan + manifest intact
-    assert not list(out.glob(".*.tmp"))
+    assert not list(out.glob(".*.part*"))
 
 
 @pytest.mark.parametrize(
@@ -194,6 +197,8 @@ def test_failed_rebuild_keeps_the_published_engine(engines, tmp_path, monkeypatc
         (["--shapes", "1000x576"], "multiples of 64"),
         (["--shapes", "square"], "unknown shape"),
         (["--window", "1"], "--window must be >= 2"),
+        (["--window", "40"], "pose_net: a 40-frame window is outside the supported 1..32 (tiny profile set)"),
+        (["--shapes", "1024x576", "--window", "80"], "pose_net: a 80-frame window is outside the supported 1..72 (real profile set)"),
         (["--stage", "text_encoder"], "unknown stage"),
         (["--optimization-level", "7"], "0-5"),
     ],
@@ -213,23 +218,19 @@ def test_tensorrt_target_without_gpu(tmp_path):
     assert "tensorrt" in msg and ("--target tensorrt-rtx" in msg or "cannot be imported" in msg)
 
 
-def test_profiles_follow_shapes_and_window():
-    from mimic.export.specs import POSE_NET, UNET, ModelDims
-
+def test_shape_options():
     assert parse_shapes(None, "tiny") == ("tiny",)
     assert parse_shapes(None, None) == ("portrait-576", "landscape-576")
     assert parse_shapes("landscape-576, 768x512", None) == ("landscape-576", "768x512")
-    real = ModelDims(embed_dim=1024, pose_channels=320)
-    r = stage_ranges(UNET, "real", ("portrait-576", "landscape-576"), 72)[0]
-    assert (r["H"].min, r["H"].opt, r["H"].max) == (576, 1024, 1024)
-    assert (r["W"].min, r["W"].opt, r["W"].max) == (576, 576, 1024)
-    assert (r["F"].min, r["F"].opt, r["F"].max) == (72, 72, 72)
-    assert len(stage_ranges(UNET, "real", ("portrait-576",), 72)) == 1  # only the 72-frame profile
-    profs = stage_profiles(UNET, real, "real", ("portrait-576",), 16)
-    assert len(profs) == 1
-    prof = profs[0]
-    assert prof["sample"] == ((1, 16, 8, 128, 72), (2, 16, 8, 128, 72), (2, 16, 8, 128, 72))
-    assert prof["pose_latents"][2] == (32, 320, 128, 72)  # B*F at max
-    assert stage_profiles(POSE_NET, real, "real", ("landscape-576",), 72)[0]["pose_images"][1] == (72, 3, 576, 1024)
-    with pytest.raises(InputError, match="no unet profile covers a 40-frame window"):
-        stage_ranges(UNET, "real", ("portrait-576",), 40)
+    assert hw_sizes(("portrait-576", "landscape-576")) == [(1024, 576), (576, 1024)]
+    assert hw_sizes(("tiny",)) == [] and profile_set_of(("tiny",)) == "tiny" and profile_set_of(("768x512",)) == "real"
+
+
+def test_engines_record_one_profile_with_the_window_fixed(engines):
+    out, output = engines
+    for stage in ALL:
+        profiles = json.loads((out / f"{stage}.manifest.json").read_text())["key_inputs"]["build"]["profiles"]
+        assert len(profiles) == (0 if stage.startswith("dwpose") else 1)  # static DWPose graphs: none
+    pose = json.loads((out / "pose_net.manifest.json").read_text())["key_inputs"]["build"]["profiles"][0]["pose_images"]
+    assert pose["min"][0] == pose["opt"][0] == pose["max"][0] == 16
+    assert "building from yolox_l.onnx (fp32; images 1x3x640x640)" in output

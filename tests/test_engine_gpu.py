@@ -46,13 +46,13 @@ def engines(tiny_cache, tmp_path_factory, target) -> Path:
     from mimic.engine.command import build_engines_command
 
     out = tmp_path_factory.mktemp("gpu-engines")
-    build_engines_command(out, preset="tiny", target=target, stages=TINY_STAGES, workspace_gb=2, log=lambda s: None)
+    build_engines_command(out, preset="tiny", target=target, stages=TINY_STAGES, workspace_gb=2)
     return out
 
 
 @pytest.fixture
 def backend(engines):
-    from mimic.engine.trt_backend import TensorRTBackend
+    from mimic.runtime.backend_trt import TensorRTBackend
 
     b = TensorRTBackend(engines, device="cuda", stages=TINY_STAGES)
     yield b
@@ -70,8 +70,8 @@ def opt_feeds(engines: Path, stage: str, seed: int = 0) -> dict[str, torch.Tenso
 def test_engines_match_onnxruntime(engines):
     from mimic.engine.validate import validate_engines
 
-    rows = validate_engines(engines, stages=TINY_STAGES, points=("min", "opt", "max"), echo=print)
-    assert rows and all(r.ok for r in rows)
+    rows = validate_engines(engines, stages=TINY_STAGES, points=("min", "opt", "max"))
+    assert rows and all(r.passed for r in rows)
 
 
 def test_backend_outputs_and_shared_memory(backend, engines):
@@ -96,7 +96,7 @@ def test_input_checks_before_tensorrt(backend, engines):
 
 
 def test_side_stream_and_cuda_graph_match_plain_run(engines):
-    from mimic.engine.trt_backend import TensorRTBackend
+    from mimic.runtime.backend_trt import TensorRTBackend
 
     feeds = opt_feeds(engines, "vae_decoder")
     plain = TensorRTBackend(engines, stages=["vae_decoder"])
@@ -129,15 +129,15 @@ def test_garbage_plan_is_an_error_not_none(target):
 def test_foreign_gpu_in_manifest_refused_before_deserialize(engines, tmp_path, monkeypatch):
     import shutil
 
-    from mimic.engine import trt_backend
-    from mimic.engine.trt_backend import TensorRTBackend
+    from mimic.engine import runner
+    from mimic.runtime.backend_trt import TensorRTBackend
 
     out = Path(shutil.copytree(engines, tmp_path / "e"))
     m = json.loads((out / "pose_net.manifest.json").read_text())
     m["gpu"] = {"name": "NVIDIA Imaginary 9000", "compute_capability": "1.0"} if m["tensorrt"]["flavour"] == "tensorrt" else {"name": "any", "compute_capability": ["1.0"]}
     (out / "pose_net.manifest.json").write_text(json.dumps(m))
     called = []
-    monkeypatch.setattr(trt_backend, "deserialize_engine", lambda *a, **k: called.append(a))
+    monkeypatch.setattr(runner, "deserialize_engine", lambda *a, **k: called.append(a))
     with pytest.raises(EngineError, match="rebuild with `mimic build-engines"):
         TensorRTBackend(out, stages=["pose_net"])
     assert not called
@@ -147,20 +147,20 @@ def test_refit_swaps_checkpoint_without_rebuild(tiny_cache, tmp_path, target):
     """Build the UNet refittable from checkpoint A, refit with checkpoint B, compare with a fresh B build."""
     from mimic.engine.command import build_engines_command
     from mimic.engine.refit import swap_weights
-    from mimic.engine.trt_backend import TensorRTBackend
+    from mimic.runtime.backend_trt import TensorRTBackend
     from mimic.export.command import export_command
     from mimic.mimicmotion_ref.tiny import write_tiny_weights
 
     out = tmp_path / "refit"
-    build_engines_command(out, preset="tiny", target=target, stages=["unet"], refittable=True, log=lambda s: None)
+    build_engines_command(out, preset="tiny", target=target, stages=["unet"], refittable=True)
     feeds = opt_feeds(out, "unet")
     a = TensorRTBackend(out, stages=["unet"])
     before = a.run("unet", feeds)["noise_pred"].float().clone()
     a.close()
 
     other = write_tiny_weights(tmp_path / "weights-b", seed=12345)  # same architecture, other values
-    new_onnx = export_command(tmp_path / "onnx-b", layout=other, precision="fp16", stages=["unet"], log=lambda s: None).results[0].path
-    manifest = swap_weights(out, new_onnx, "unet", verify=True, log=print)
+    new_onnx = export_command(tmp_path / "onnx-b", layout=other, precision="fp16", stages=["unet"]).results[0].path
+    manifest = swap_weights(out, new_onnx, "unet", verify=True)
     assert manifest["refit"]["verified_max_rel"] <= 1e-2
 
     b = TensorRTBackend(out, stages=["unet"])

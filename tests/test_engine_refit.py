@@ -40,5 +40,5 @@ def test_gpu_only_paths_fail_cleanly_on_cpu(tmp_path):
     with pytest.raises(EngineError, match="needs an NVIDIA GPU"):
         swap_weights(tmp_path, tmp_path / "unet.onnx")
     with pytest.raises(EngineError, match="refittable TensorRT-RTX builds need a GPU"):
-        build_engines_command(tmp_path / "out", preset="tiny", target="tensorrt-rtx", refittable=True, stages=["unet"], log=lambda s: None)
+        build_engines_command(tmp_path / "out", preset="tiny", target="tensorrt-rtx", refittable=True, stages=["unet"])
     assert not (tmp_path / "out").exists()

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mimic.engine import runner as rn
-from mimic.engine.validate import compare, format_table, tolerance_for
+from mimic.engine.validate import tolerance_for
+from mimic.export.compare import FRAMES_PSNR_PEAK, compare_outputs, format_table
 from mimic.errors import EngineError
 
 
@@ -130,21 +131,30 @@ def test_shared_memory_sizing():
 
 
 def test_compare_statistics():
+    """The one comparison (export and engine validation): max abs, max rel to the reference's peak,
+    NaN/Inf fail, PSNR for frames, shape mismatches fail."""
     import numpy as np
 
+    from mimic.spec import UNET, Tolerance
+
+    tol = Tolerance(1e-2, 1e-2)
     ref = np.linspace(-1, 1, 1000).astype(np.float32).reshape(10, 100)
     got = ref.copy()
     got[0, 0] += 0.01
-    r = compare("vae_decoder", "opt", "frames", got, ref, (1e-2, 1e-2))
-    assert abs(r.max_abs - 0.01) < 1e-6 and abs(r.rel_err - 0.01) < 1e-6 and r.psnr_db > 60 and r.ok
+    kw = dict(stage="vae_decoder", precision="fp16", point="opt", output="frames", psnr_peak=FRAMES_PSNR_PEAK)
+    r = compare_outputs(got, ref, tol, **kw)
+    assert abs(r.max_abs - 0.01) < 1e-6 and abs(r.max_rel - 0.01) < 1e-6 and r.psnr_db > 60 and r.passed
+    assert compare_outputs(got, ref, Tolerance(1e-3, 1.0), **kw).passed is False  # max abs over
+    assert compare_outputs(got * 0.5, ref * 0.5, tol, **kw).max_rel == pytest.approx(0.01, rel=1e-3)  # relative to the peak
     got[1, 1] = np.nan
-    bad = compare("vae_decoder", "opt", "frames", got, ref, (1e-2, 1e-2))
-    assert bad.nonfinite == 1 and not bad.ok
-    table = format_table([r, bad])
-    assert "FAIL" in table and "ok" in table and "vae_decoder" in table
-    from mimic.export.specs import UNET
-
-    assert tolerance_for("unet", "fp16", scale=1.0) == (UNET.tol_fp16.max_abs, UNET.tol_fp16.max_rel)
-    assert tolerance_for("dwpose_pose", "fp16")[1] > 0  # fp32-only stage: its fp32 tolerance
-    with pytest.raises(EngineError, match="shape"):
-        compare("unet", "opt", "noise_pred", got[:5], ref, (1e-2, 1e-2))
+    bad = compare_outputs(got, ref, tol, **kw)
+    assert bad.nonfinite == 1 and not bad.passed and bad.note == "non-finite output"
+    inf = compare_outputs(np.full((2, 2), np.inf, np.float32), np.ones((2, 2), np.float32), tol, **kw)
+    assert inf.nonfinite == 4 and not inf.passed
+    wrong = compare_outputs(got[:5], ref, tol, **kw)
+    assert not wrong.passed and "shape (5, 100) != reference (10, 100)" in wrong.note
+    table = format_table([r, bad, wrong])
+    assert "FAIL" in table and "pass" in table and "vae_decoder" in table and "nan/inf" in table
+    assert tolerance_for("unet", "fp16", scale=1.0) == UNET.tol_fp16
+    assert tolerance_for("unet", "fp16") == Tolerance(2 * UNET.tol_fp16.max_abs, 2 * UNET.tol_fp16.max_rel)
+    assert tolerance_for("dwpose_pose", "fp16").max_rel > 0  # fp32-only stage: its fp32 tolerance

@@ -16,8 +16,9 @@ import pytest
 
 from mimic.engine import cache_key as ck
 from mimic.engine.gpu import GpuInfo, RuntimeInfo, TrtInfo, cuda_device_count, gpu_available, trt_info
-from mimic.engine.store import EngineStore, atomic_write_bytes
+from mimic.engine.store import EngineStore
 from mimic.errors import EngineError
+from mimic.files import atomic_write_bytes
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (tensorrt-rtx-cu13) is not installed")
 
@@ -47,7 +48,7 @@ def write_tiny_onnx(path: Path, seed: int = 0, external: bool = False) -> Path:
 def build_plan(onnx_path: Path) -> bytes:
     from mimic.engine.builder import BuildOptions, build_serialized_engine
 
-    return build_serialized_engine(onnx_path, [PROFILE], BuildOptions(target="tensorrt-rtx", workspace_bytes=1 << 28, optimization_level=0), print)
+    return build_serialized_engine(onnx_path, PROFILE, BuildOptions(target="tensorrt-rtx", workspace_bytes=1 << 28, optimization_level=0))
 
 
 RTX = trt_info("tensorrt-rtx")
@@ -55,7 +56,7 @@ FOREIGN_GPU = GpuInfo(0, "NVIDIA GeForce RTX 4090", "8.9", 24 << 30)
 
 
 def rtx_key(onnx_path: Path, options=None):
-    spec = ck.build_spec([PROFILE], options or {"optimization_level": 0, "workspace_bytes": 1 << 28})
+    spec = ck.build_spec(PROFILE, options or {"optimization_level": 0, "workspace_bytes": 1 << 28})
     return ck.cache_key("tiny", ck.onnx_fingerprint(onnx_path), spec, RTX, ck.gpu_target("tensorrt-rtx"))
 
 
@@ -154,7 +155,7 @@ def test_publish_writes_plan_and_manifest(store, built):
     assert m["plan"]["size"] == len(plan) == store.plan_path("tiny").stat().st_size
     assert m["tools"]["tensorrt-rtx"] == RTX.version and m["build"]["seconds"] == 0.1
     assert store.stages() == ["tiny"]
-    assert not list(store.root.glob("*.tmp")) and not list(store.root.glob(".*.tmp"))
+    assert not list(store.root.glob(".*.part*"))  # mimic.files temporaries: none left
 
 
 def test_lookup_hit_miss_and_corruption(store, built):
@@ -302,3 +303,23 @@ def test_probe_never_raises_and_no_runtime_objects():
     """On this machine the probe answers without raising; on a GPU machine it finds the device."""
     n = cuda_device_count()
     assert n >= 0 and gpu_available() == (n > 0)
+    from mimic import fingerprint
+
+    v = fingerprint.versions()  # the one environment fingerprint (job reports, manifests, benchmarks)
+    assert {"python", "platform", "torch", "mimic-engine"} <= set(v)
+    if n:
+        assert fingerprint.gpu_fingerprint(0)["compute_capability"]
+
+
+def test_clean_temps_and_lock(store):
+    from mimic.files import temp_path
+
+    old = temp_path(store.plan_path("tiny"))
+    old.write_bytes(b"half a plan")
+    os.utime(old, (1, 1))
+    fresh = temp_path(store.manifest_path("other"))
+    fresh.write_bytes(b"being written")
+    assert store.clean_temps() == [old]
+    assert fresh.exists() and not old.exists()
+    with store.lock("tiny"):  # mimic.files.file_lock (filelock), per stage
+        assert (store.root / ".tiny.lock").exists()

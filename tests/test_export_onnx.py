@@ -14,8 +14,8 @@ import torch
 
 from _export_fixtures import tiny_export  # noqa: F401  (session fixture)
 from mimic.export.onnx_export import ExportResult, export_stage, finalize_onnx, sha256_model_files
-from mimic.export.specs import PRECISIONS, STAGES
 from mimic.export.validate import format_table, validate_stage
+from mimic.spec import PRECISIONS, STAGES
 
 PARITY_CASES = [(stage, precision) for stage in STAGES for precision in PRECISIONS]
 
@@ -42,10 +42,10 @@ def test_parity_with_torch(tiny_export, stage, precision):
     spec = STAGES[stage]
     rows = tiny_export.rows(stage, precision)
     assert len(rows) >= 2 * len(spec.output_names)
-    shapes = {r.shape for r in rows}
-    assert len(shapes) >= 2
-    export_shape = " ".join(f"{k}={v}" for k, v in spec.export_point.items())
-    assert export_shape not in shapes
+    points = {r.point for r in rows}
+    assert len(points) >= 2
+    export_point = " ".join(f"{k}={v}" for k, v in spec.export_point.items())
+    assert export_point not in points
     tol = spec.tolerance(precision)
     for r in rows:
         assert r.passed, format_table(rows)
@@ -142,11 +142,46 @@ def test_manifest(tiny_export):
             res = tiny_export.result(stage, precision)
             assert entry["sha256"] == res.sha256 == sha256_model_files(res.path)
             assert entry["path"] == f"{precision}/{stage}.onnx"
+            source = entry["source"]  # the freshness record: relative names only
+            assert set(source) == {"weights", "export_code", "torch"} and source["weights"]
+            assert all(name.startswith(("svd/", "checkpoint/")) for name in source["weights"])
     assert (tiny_export.out_dir / "model_info.json").is_file()
     from mimic.export.command import read_manifest
 
     dims, _ = read_manifest(tiny_export.out_dir)
     assert dims.embed_dim == 32 and dims.profile_set == "tiny"
+
+
+def test_freshness_record(tiny_export, tiny_layout, tmp_path):
+    """up_to_date: fresh after an export; stale when a graph is damaged, the weights differ or the
+    record's export code differs; a touched (same-content) weight file stays fresh."""
+    import json
+    import shutil
+
+    from mimic.export import freshness
+    from mimic.mimicmotion_ref.tiny import write_tiny_weights
+
+    assert freshness.up_to_date(tiny_export.out_dir, tiny_layout, STAGES, "fp16") == []
+    assert freshness.up_to_date(tiny_export.out_dir, tiny_layout, ["unet", "pose_net"], "fp32") == []
+    folder = Path(shutil.copytree(tiny_export.out_dir, tmp_path / "copy"))
+    assert freshness.up_to_date(folder, tiny_layout, STAGES, "fp16") == []  # the folder can move
+    with open(folder / "fp16" / "vae_decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    assert freshness.up_to_date(folder, tiny_layout, STAGES, "fp16") == ["vae_decoder"]
+    manifest = json.loads((folder / freshness.MANIFEST).read_text())
+    manifest["stages"]["unet"]["fp16"]["source"]["export_code"] = "0" * 64
+    (folder / freshness.MANIFEST).write_text(json.dumps(manifest))
+    assert freshness.up_to_date(folder, tiny_layout, STAGES, "fp16") == ["unet", "vae_decoder"]
+    (folder / freshness.MANIFEST).unlink()
+    assert freshness.up_to_date(folder, tiny_layout, ["pose_net"], "fp16") == ["pose_net"]
+
+    other = write_tiny_weights(tmp_path / "other", seed=4321)  # same files, other values
+    assert freshness.up_to_date(tiny_export.out_dir, other, STAGES, "fp16") == list(STAGES)
+    ckpt = Path(other.checkpoint)
+    before = freshness.stage_source(other, Path(other.svd), "unet")
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # touched, same bytes
+    freshness._memo_cache.clear()
+    assert freshness.stage_source(other, Path(other.svd), "unet") == before
 
 
 @pytest.mark.parametrize("stage", ["pose_net", "unet"])
@@ -213,7 +248,7 @@ def test_export_errors_are_clear(tiny_models, tmp_path):
     half = _half_copy(tiny_models.pose_net)
     with pytest.raises(ExportError, match="float32"):
         export_stage(STAGES["pose_net"], half, tmp_path, "fp32")
-    from mimic.export.specs import DWPOSE_STAGES
+    from mimic.spec import DWPOSE_STAGES
 
     with pytest.raises(InputError, match="ships as ONNX"):
         export_stage(DWPOSE_STAGES["dwpose_pose"], tiny_models.pose_net, tmp_path, "fp32")
@@ -229,3 +264,34 @@ def test_export_result_paths_are_relative_in_dicts(tiny_export):
     d = tiny_export.result("unet", "fp16").to_dict(relative_to=tiny_export.out_dir)
     assert d["path"] == "fp16/unet.onnx" and not re.match(r"^/", d["path"])
     assert isinstance(tiny_export.result("unet", "fp16"), ExportResult)
+
+
+def test_ort_session_cuda_policy(tiny_export, monkeypatch):
+    """One session factory: CPU as asked; CUDA asked and missing (or dropped) is an EngineError
+    naming the package, never a silent CPU session."""
+    import onnxruntime as ort
+
+    from mimic import ort_session
+    from mimic.errors import EngineError
+
+    path = tiny_export.result("pose_net", "fp32").path
+    assert ort_session.create_session(path, "cpu", threads=1).get_providers() == ["CPUExecutionProvider"]
+    if not ort_session.cuda_available():
+        with pytest.raises(EngineError, match="install onnxruntime-gpu, and not the CPU `onnxruntime` wheel beside it"):
+            ort_session.create_session(path, "cuda")
+
+    class Dropped:  # an onnxruntime that lists CUDA but falls back to the CPU when creating the session
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", Dropped)
+    assert ort_session.providers_for(torch.device("cuda", 1)) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    with pytest.raises(EngineError, match="could not start its CUDA provider"):
+        ort_session.create_session(path, "cuda:0")
+    with pytest.raises(EngineError, match="cannot load nowhere.onnx"):
+        monkeypatch.undo()
+        ort_session.create_session("nowhere.onnx", "cpu")

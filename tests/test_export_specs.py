@@ -1,12 +1,13 @@
-"""Stage specs: names, shapes, profiles, tolerances; full-size shape plumbing on the meta device."""
+"""Stage specs: names, shapes, engine profiles, tolerances; full-size shape plumbing on the meta device."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from mimic import spec as specs
 from mimic.errors import InputError
-from mimic.export import specs
-from mimic.export.specs import ALL_STAGES, DWPOSE_STAGES, STAGES, ModelDims, profiles_for
+from mimic.export.dummy import dims_from_module, dummy_inputs
+from mimic.spec import ALL_STAGES, DWPOSE_STAGES, STAGES, ModelDims, engine_profile, engine_ranges
 
 TINY = ModelDims(embed_dim=32, pose_channels=32)
 REAL = ModelDims(embed_dim=1024, pose_channels=320)
@@ -23,10 +24,8 @@ EXPECTED_IO = {
 }
 
 
-def test_stage_names_match_the_runtime():
-    from mimic.runtime.backend_api import STAGE_NAMES
-
-    assert tuple(STAGES) == STAGE_NAMES
+def test_stage_names():
+    assert tuple(STAGES) == specs.STAGE_NAMES == ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")
     assert set(ALL_STAGES) == set(EXPECTED_IO)
 
 
@@ -85,49 +84,81 @@ def test_validation_points_differ_from_the_export_point(name):
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_profiles_are_ordered_and_in_latent_units(name, profile_set, dims):
     spec = STAGES[name]
-    profiles = profiles_for(spec, dims, profile_set)
-    assert profiles and all(set(p) == set(spec.input_names) for p in profiles)
-    for prof in profiles:
-        for mn, opt, mx in prof.values():
-            assert len(mn) == len(opt) == len(mx)
-            assert all(a <= b <= c for a, b, c in zip(mn, opt, mx))
-    for ranges in spec.profile_points(profile_set):  # pixel bounds: multiples of 64 -> latent multiples of 8
-        for sym in ("H", "W"):
-            if sym in ranges:
-                r = ranges[sym]
-                assert r.min % 64 == 0 and r.opt % 64 == 0 and r.max % 64 == 0
+    window = 16 if spec.window_axis else None
+    profile = engine_profile(spec, dims, profile_set, window)
+    assert profile and set(profile) == set(spec.input_names)
+    for mn, opt, mx in profile.values():
+        assert len(mn) == len(opt) == len(mx)
+        assert all(a <= b <= c for a, b, c in zip(mn, opt, mx))
+    ranges = spec.profile_ranges(profile_set)  # pixel bounds: multiples of 64 -> latent multiples of 8
+    for sym in ("H", "W"):
+        if sym in ranges:
+            r = ranges[sym]
+            assert r.min % 64 == 0 and r.opt % 64 == 0 and r.max % 64 == 0
 
 
-def test_real_profiles_cover_the_released_windows_and_both_orientations():
-    profiles = STAGES["unet"].profile_points("real")
-    assert [p["F"].opt for p in profiles] == [72, 16]  # one profile per released window, 72 first
-    for ranges in profiles:
-        assert ranges["B"].min == 1 and ranges["B"].max == 2 and ranges["B"].opt == 2
-        for h, w in ((1024, 576), (576, 1024), (512, 512), (256, 448)):
-            assert ranges["H"].min <= h <= ranges["H"].max and ranges["W"].min <= w <= ranges["W"].max
-    prof72, prof16 = profiles_for(STAGES["unet"], REAL)
+def test_real_profile_covers_the_released_windows_and_both_orientations():
+    ranges = STAGES["unet"].profile_ranges("real")
+    assert (ranges["F"].min, ranges["F"].opt, ranges["F"].max) == (16, 72, 72)  # both released windows
+    assert ranges["B"].min == 1 and ranges["B"].max == 2 and ranges["B"].opt == 2
+    for h, w in ((1024, 576), (576, 1024), (512, 512), (256, 448)):
+        assert ranges["H"].min <= h <= ranges["H"].max and ranges["W"].min <= w <= ranges["W"].max
+    prof72 = engine_profile(STAGES["unet"], REAL, "real", 72)
     assert prof72["sample"][1] == (2, 72, 8, 128, 72)  # opt = CFG batch 2, 72 frames, portrait
     assert prof72["pose_latents"][2] == (144, 320, 128, 128)
+    prof16 = engine_profile(STAGES["unet"], REAL, "real", 16)
     assert prof16["sample"][0] == (1, 16, 8, 32, 32)
 
 
-def test_profile_index_for():
-    profiles = profiles_for(STAGES["unet"], REAL)
-    shapes = lambda b, f, h, w: STAGES["unet"].input_shapes({"B": b, "F": f, "H": h, "W": w}, REAL)  # noqa: E731
-    assert specs.profile_index_for(profiles, shapes(2, 72, 1024, 576)) == 0
-    assert specs.profile_index_for(profiles, shapes(1, 16, 576, 1024)) == 1
-    with pytest.raises(InputError, match="no optimization profile"):
-        specs.profile_index_for(profiles, shapes(2, 24, 576, 1024))
-    tiny = profiles_for(STAGES["unet"], TINY)
-    assert len(tiny) == 1 and specs.profile_index_for(tiny, STAGES["unet"].input_shapes({"B": 1, "F": 6, "H": 128, "W": 64}, TINY)) == 0
+def test_engine_ranges_fix_the_window():
+    """One profile per engine: the window axis (UNet F, PoseNet N) is fixed to the window."""
+    for stage, axis in (("unet", "F"), ("pose_net", "N")):
+        r = engine_ranges(STAGES[stage], "real", 16)[axis]
+        assert (r.min, r.opt, r.max) == (16, 16, 16)
+        r = engine_ranges(STAGES[stage], "tiny", 6)[axis]
+        assert (r.min, r.opt, r.max) == (6, 6, 6)
+    # stages without a window axis keep their ranges; no window keeps the spec's range
+    assert engine_ranges(STAGES["vae_decoder"], "real", 72)["N"] == STAGES["vae_decoder"].profile_ranges("real")["N"]
+    assert engine_ranges(STAGES["unet"], "real")["F"] == STAGES["unet"].profile_ranges("real")["F"]
+    prof = engine_profile(STAGES["unet"], REAL, "real", 16)
+    assert prof["sample"][0][1] == prof["sample"][1][1] == prof["sample"][2][1] == 16
+    assert prof["pose_latents"][0][0] == 16 and prof["pose_latents"][2][0] == 32  # B*F: 1*16 .. 2*16
+
+
+def test_window_outside_the_range_is_an_input_error():
+    with pytest.raises(InputError) as err:
+        engine_ranges(STAGES["unet"], "real", 40 * 2)
+    assert str(err.value) == "unet: a 80-frame window is outside the supported 16..72 (real profile set)"
+    with pytest.raises(InputError, match=r"pose_net: a 72-frame window is outside the supported 1\.\.32 \(tiny profile set\)"):
+        engine_profile(STAGES["pose_net"], TINY, "tiny", 72)
+    with pytest.raises(InputError, match="a 8-frame window is outside the supported 16..72"):
+        engine_ranges(STAGES["unet"], "real", 8)
+
+
+def test_hw_sizes_narrow_height_and_width():
+    sizes = [(1024, 576), (576, 1024)]
+    r = engine_ranges(STAGES["unet"], "real", 72, sizes)
+    assert (r["H"].min, r["H"].opt, r["H"].max) == (576, 1024, 1024)
+    assert (r["W"].min, r["W"].opt, r["W"].max) == (576, 576, 1024)
+    assert (r["F"].min, r["F"].opt, r["F"].max) == (72, 72, 72)
+    prof = engine_profile(STAGES["unet"], REAL, "real", 16, [(1024, 576)])
+    assert prof["sample"] == ((1, 16, 8, 128, 72), (2, 16, 8, 128, 72), (2, 16, 8, 128, 72))
+    assert prof["pose_latents"][2] == (32, 320, 128, 72)  # B*F at max
+    assert engine_profile(STAGES["pose_net"], REAL, "real", 72, [(576, 1024)])["pose_images"][1] == (72, 3, 576, 1024)
+    assert "H" not in engine_ranges(STAGES["image_encoder"], "real", 72, sizes)  # no spatial axes: untouched
+
+
+def test_static_graphs_have_no_profile():
+    for spec in DWPOSE_STAGES.values():
+        assert engine_profile(spec, REAL, "real", 72) is None
+        assert engine_profile(spec, TINY, "tiny", 16, [(1024, 576)]) is None
 
 
 def test_profile_set_follows_the_model():
     assert REAL.profile_set == "real" and TINY.profile_set == "tiny"
-    assert profiles_for(STAGES["pose_net"], TINY)[0]["pose_images"][2][0] == 32
-    assert profiles_for(DWPOSE_STAGES["dwpose_pose"], REAL) == []  # static: no profile needed
+    assert engine_profile(STAGES["pose_net"], TINY)["pose_images"][2][0] == 32  # the dims' profile set, no window
     with pytest.raises(InputError, match="unknown profile set"):
-        profiles_for(STAGES["unet"], REAL, "huge")
+        engine_profile(STAGES["unet"], REAL, "huge")
 
 
 def test_tolerances():
@@ -138,13 +169,13 @@ def test_tolerances():
 
 def test_dummy_inputs_are_deterministic_and_ranged():
     spec = STAGES["unet"]
-    a = spec.dummy_inputs(spec.export_point, TINY, "fp16", seed=3)
-    b = spec.dummy_inputs(spec.export_point, TINY, "fp16", seed=3)
+    a = dummy_inputs(spec, spec.export_point, TINY, "fp16", seed=3)
+    b = dummy_inputs(spec, spec.export_point, TINY, "fp16", seed=3)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert a["sample"].dtype == torch.float16 and a["timestep"].dtype == torch.float32
     ids = a["added_time_ids"]
     assert (ids[:, 1] >= 0).all() and (ids[:, 1] <= 255).all()
-    px = STAGES["vae_encoder"].dummy_inputs({"B": 1, "H": 64, "W": 64}, TINY)["image"]
+    px = dummy_inputs(STAGES["vae_encoder"], {"B": 1, "H": 64, "W": 64}, TINY)["image"]
     assert px.min() >= -1 and px.max() <= 1
 
 
@@ -191,7 +222,7 @@ def _check_meta(stage, model, points, dims):
     spec = STAGES[stage]
     wrapper = convert_to_fp16(wrap(stage, model), copy=False)
     for point in points:
-        feeds = spec.dummy_inputs(point, dims, "fp16", device="meta")
+        feeds = dummy_inputs(spec, point, dims, "fp16", device="meta")
         with torch.no_grad():
             out = wrapper(*feeds.values())
         assert tuple(out.shape) == spec.output_shapes(point, dims)[spec.output_names[0]]
@@ -199,17 +230,18 @@ def _check_meta(stage, model, points, dims):
 
 
 def _opt_max(stage):
-    ranges = STAGES[stage].profile_points("real")[0]
+    ranges = STAGES[stage].profile_ranges("real")
     return [{k: getattr(r, which) for k, r in ranges.items()} for which in ("opt", "max")]
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: the full-size UNet traced on the meta device
 def test_full_size_unet_shape_plumbing_on_meta():
     """The 1.5 B-parameter MimicMotion UNet, fp16 with fp32 norms, at the real profile's opt and max
     (2 x 72 frames, 1024x576 and 1024x1024): shapes only, no memory, no compute."""
     from mimic.mimicmotion_ref.unet import PoseUNet
 
     unet = _on_meta(lambda: PoseUNet.from_config(SVD_UNET))
-    dims = ModelDims.from_module("unet", unet)
+    dims = dims_from_module("unet", unet)
     assert dims == REAL and dims.profile_set == "real"
     _check_meta("unet", unet, _opt_max("unet"), dims)
 
@@ -226,5 +258,5 @@ def test_full_size_vae_clip_posenet_shape_plumbing_on_meta():
     clip_cfg = CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
                                 patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu")
     clip = _on_meta(lambda: CLIPVisionModelWithProjection(clip_cfg))
-    _check_meta("image_encoder", clip, _opt_max("image_encoder"), ModelDims.from_module("image_encoder", clip))
+    _check_meta("image_encoder", clip, _opt_max("image_encoder"), dims_from_module("image_encoder", clip))
     _check_meta("pose_net", _on_meta(lambda: PoseNet(320)), _opt_max("pose_net"), REAL)

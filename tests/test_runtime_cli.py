@@ -120,7 +120,7 @@ def test_bad_input_is_one_line_and_nonzero(name, args, code, message, tiny_cache
 
 
 def test_interrupted_write_leaves_no_file(tmp_path):
-    from mimic.runtime.video_writer import VideoWriter
+    from mimic.media.video_writer import VideoWriter
 
     target = tmp_path / "out.mp4"
     with pytest.raises(KeyboardInterrupt):

@@ -6,9 +6,11 @@ import torch
 from mimic.errors import NumericsError
 from mimic.mimicmotion_ref.config import GenerationConfig
 from mimic.mimicmotion_ref.pipeline import MimicMotionReference
+from mimic.mimicmotion_ref.model_info import ModelInfo
+from mimic.pose.images import as_pose_images
 from mimic.runtime.backend_torch import TorchBackend
-from mimic.runtime.model_info import ModelInfo
-from mimic.runtime.renderer import Renderer
+from mimic.runtime.inputs import JobInputs
+from mimic.runtime.pipeline import Components, FrameCollector, Hooks, generate, in_memory_job
 
 CFG = GenerationConfig(resolution=128, window=6, overlap=2, steps=3, guidance_min=1.5, guidance_max=2.5, decode_chunk=4)
 
@@ -37,11 +39,19 @@ def _inputs(num_frames=11, seed=0):
     return (rs.rand(192, 128, 3) * 255).astype(np.uint8), (rs.rand(num_frames, 3, 192, 128) * 255).astype(np.uint8)
 
 
-def _render(renderer, ref, poses, cfg, seed):
-    prepared = renderer.prepare(ref, poses, cfg, torch.Generator().manual_seed(seed))
-    latents = renderer.denoise(prepared, cfg)
-    frames = np.concatenate([f for _, f in renderer.decode_chunks(latents, cfg.decode_chunk)])
-    return latents, frames[1:]
+class _FinalLatents(Hooks):
+    def on_step_end(self, step, num_steps, latents):
+        if step == num_steps:
+            self.latents = latents.clone()
+
+
+def _render(backend, info, ref, poses, cfg, seed, noise=None):
+    """(final latents, output frames) of one job through ``generate`` (frames 1..F-1)."""
+    components = Components(backend=backend, info=info, dtype=torch.float32, base_config=cfg.with_overrides(seed=seed), detector=None)
+    hooks, sink = _FinalLatents(), FrameCollector()
+    inputs = JobInputs(ref, as_pose_images(poses), poses.shape[0] - 1, cfg.output_fps)
+    generate(components, in_memory_job(components.base_config), inputs=inputs, sink=sink, hooks=hooks, noise=noise)
+    return hooks.latents, sink.frames()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +63,7 @@ def reference_result(tiny_models):
 def test_torch_backend_matches_reference(tiny_models, reference_result):
     ref, poses = _inputs()
     backend = CountingBackend(TorchBackend(tiny_models))
-    latents, frames = _render(Renderer(backend, ModelInfo.from_models(tiny_models), torch.float32), ref, poses, CFG, 3)
+    latents, frames = _render(backend, ModelInfo.from_models(tiny_models), ref, poses, CFG, 3)
     # batch-2 CFG changes only float summation order: final latents within 1e-4, frames within 1/255
     assert (latents - reference_result.latents).abs().max().item() <= 1e-4
     assert np.abs(frames.astype(int) - reference_result.frames.astype(int)).max() <= 1
@@ -83,10 +93,9 @@ def test_batched_cfg_equals_two_calls(tiny_models):
 
 def test_nan_in_unet_output_fails_loudly(tiny_models):
     ref, poses = _inputs()
-    renderer = Renderer(CountingBackend(TorchBackend(tiny_models), poison_unet_call=2), ModelInfo.from_models(tiny_models), torch.float32)
-    prepared = renderer.prepare(ref, poses, CFG, torch.Generator().manual_seed(3))
-    with pytest.raises(NumericsError, match="NaN/Inf values in the latents after step 1/3"):
-        renderer.denoise(prepared, CFG)
+    backend = CountingBackend(TorchBackend(tiny_models), poison_unet_call=2)
+    with pytest.raises(NumericsError, match=r"NaN/Inf values in the latents after step 1/3: stopping instead of writing broken frames \(try another backend\)"):
+        _render(backend, ModelInfo.from_models(tiny_models), ref, poses, CFG, 3)
 
 
 def test_onnxruntime_backend_matches_reference_on_identical_noise(tiny_layout, tiny_models, reference_result):
@@ -94,14 +103,11 @@ def test_onnxruntime_backend_matches_reference_on_identical_noise(tiny_layout, t
     from mimic.runtime.onnx_cache import ensure_onnx_graphs
 
     ref, poses = _inputs()
-    graphs = ensure_onnx_graphs(tiny_layout, "fp32", None, log=lambda msg: None)
-    renderer = Renderer(OnnxRuntimeBackend(graphs), ModelInfo.from_models(tiny_models), torch.float32)
+    graphs = ensure_onnx_graphs(tiny_layout, "fp32", None)
     # identical noise: the draws the reference made for seed 3 (pixel noise, then one window of latents)
     g = torch.Generator().manual_seed(3)
     torch.randn((1, 3, 192, 128), generator=g)
     noise = torch.randn((1, CFG.window, 4, 24, 16), generator=g).repeat(1, 2, 1, 1, 1)[:, :11]
-    prepared = renderer.prepare(ref, poses, CFG, generator=None, latents=noise)
-    latents = renderer.denoise(prepared, CFG)
-    frames = np.concatenate([f for _, f in renderer.decode_chunks(latents, CFG.decode_chunk)])[1:]
+    latents, frames = _render(OnnxRuntimeBackend(graphs), ModelInfo.from_models(tiny_models), ref, poses, CFG, 3, noise=noise)
     assert (latents - reference_result.latents).abs().max().item() <= 1e-4
     assert np.abs(frames.astype(int) - reference_result.frames.astype(int)).max() <= 1

@@ -1,7 +1,10 @@
-"""Video reading: stride, timestamp sampling (CFR and VFR), display rotation, bad files."""
+"""Video reading: stride, timestamp sampling (CFR and VFR), display rotation, bad files; writing:
+failures surface instead of hanging, PNG sequences leave no temporary files."""
 from __future__ import annotations
 
 import inspect
+import os
+import threading
 from fractions import Fraction
 
 import av
@@ -9,7 +12,10 @@ import numpy as np
 import pytest
 
 from mimic.errors import InputError
-from mimic.runtime.video_io import frame_stride, iter_sampled_frames, probe_video, write_rgb_video
+from mimic.files import temp_path
+from mimic.media.images import read_image
+from mimic.media.video_reader import frame_stride, iter_sampled_frames, probe_video
+from mimic.media.video_writer import PngSequenceWriter, VideoWriter, write_rgb_video
 
 LEVEL_STEP = 12
 
@@ -138,3 +144,34 @@ def test_writer_rejects_odd_sizes_atomically(tmp_path):
     with pytest.raises(InputError, match="no frames"):
         write_rgb_video(tmp_path / "none.mp4", [], fps=30)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_failure_when_finishing_is_raised(tmp_path):
+    """A short clip reaches the muxer only when the encoder is flushed, after the last write: a
+    failure there is raised by close() (it used to wait forever) and publishes nothing."""
+    target = tmp_path / "out.mp4"
+    temp_path(target).mkdir()                               # the muxer cannot create its file
+    errors = []
+
+    def render():
+        try:
+            with VideoWriter(target, 15, (64, 64)) as writer:
+                writer.write(np.zeros((2, 3, 64, 64), np.uint8))
+        except InputError as err:
+            errors.append(str(err))
+
+    worker = threading.Thread(target=render, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "VideoWriter.close() hung after an encoder failure"
+    assert len(errors) == 1 and errors[0].startswith(f"cannot write video {target}: ")
+    assert not target.exists()
+
+
+def test_png_sequence_is_lossless_and_leaves_no_temporary_files(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 256, (3, 3, 24, 32), dtype=np.uint8)
+    with PngSequenceWriter(tmp_path / "seq", start=5) as writer:
+        writer.write(frames)
+    assert sorted(os.listdir(tmp_path / "seq")) == ["frame_000005.png", "frame_000006.png", "frame_000007.png"]
+    for i, frame in enumerate(frames):
+        assert np.array_equal(read_image(tmp_path / "seq" / f"frame_{5 + i:06d}.png"), frame.transpose(1, 2, 0))

@@ -1,11 +1,10 @@
 """Copy the driving video's audio into the rendered video, aligned to the sampled frames."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from mimic.errors import InputError
+from mimic.files import publish, remove_quietly, temp_path
 
 
 def has_audio(path: Path) -> bool:
@@ -26,10 +25,9 @@ def mux_audio(video: Path, audio_source: Path, start_s: float, duration_s: float
     if not has_audio(audio_source):
         return False
     video = Path(video)
-    fd, tmp = tempfile.mkstemp(prefix=f".{video.name}.", suffix=".audio.mp4", dir=video.parent)
-    os.close(fd)
+    tmp = temp_path(video)
     try:
-        with av.open(str(video)) as vin, av.open(str(audio_source)) as ain, av.open(tmp, "w", format="mp4") as out:
+        with av.open(str(video)) as vin, av.open(str(audio_source)) as ain, av.open(str(tmp), "w", format="mp4") as out:
             vstream = vin.streams.video[0]
             vout = out.add_stream_from_template(vstream)
             astream = ain.streams.audio[0]
@@ -55,10 +53,10 @@ def mux_audio(video: Path, audio_source: Path, start_s: float, duration_s: float
                         out.mux(packet)
             for packet in aout.encode(None):
                 out.mux(packet)
-        os.chmod(tmp, os.stat(video).st_mode & 0o777)
-        os.replace(tmp, video)
+        tmp.chmod(video.stat().st_mode & 0o777)
+        publish(tmp, video)
         return True
     except av.error.FFmpegError as err:
         raise InputError(f"cannot copy the audio of {audio_source}: {err}") from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        remove_quietly(tmp)

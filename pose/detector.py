@@ -6,8 +6,9 @@ model runs):
 
 * no module-level singleton; the device is an explicit argument (``'cpu'`` or ``'cuda[:N]'``;
   CUDA is used when onnxruntime offers it, otherwise CPU with a logged warning);
-* each model's signature is checked on load (a missing file, a non-ONNX file or wrong
-  input/output shapes or names is a :class:`WeightsError` naming the file and the expectation);
+* each model is checked on load against its :mod:`mimic.spec` stage (``DWPOSE_DETECTOR``,
+  ``DWPOSE_POSE``): a missing file, a non-ONNX file or wrong input/output shapes or names is a
+  :class:`WeightsError` naming the file and the expectation;
 * frames and person crops are batched. The released files fix the batch dimension at 1; the
   graph's input/output batch dim is rewritten to a symbolic ``batch`` and the rewrite is accepted
   only if a batch of two matches two batch-1 runs of the original graph; otherwise every item
@@ -15,9 +16,9 @@ model runs):
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -25,52 +26,49 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from mimic.errors import InputError, WeightsError
+from mimic.errors import EngineError, InputError, WeightsError
+from mimic.ort_session import CPU_PROVIDER, CUDA_PROVIDER, INSTALL_ADVICE, providers_for
+from mimic.spec import (DETECTOR_INPUT_SIZE, DWPOSE_DETECTOR, DWPOSE_POSE, POSE_INPUT_WH, StageName, StageSpec,
+                        TensorSpec)
 from .postprocess import (PoseFrame, assemble_pose_frame, decode_simcc, decode_yolox, person_boxes,
                           simcc_to_image, whole_image_box, yolox_anchor_grid)
-from .preprocess import DETECTOR_INPUT_SIZE, POSE_INPUT_WH, letterbox_batch, pose_crops
+from .preprocess import letterbox_batch, pose_crops
+
+log = logging.getLogger(__name__)
+
+# What each shipped model is, in error messages (the file name comes from the spec).
+_ROLES = {StageName.DWPOSE_DETECTOR: "YOLOX-L person detector", StageName.DWPOSE_POSE: "DWPose whole-body model"}
+_PRECISION = "fp32"  # the released DWPose graphs are fp32 only
 
 
-@dataclass(frozen=True)
-class OnnxSignature:
-    """What a model file must look like: one float32 NCHW input and named/shaped outputs.
-
-    ``output_names`` None means a single output of any name. Shapes exclude the batch dim.
-    """
-
-    role: str
-    input_chw: tuple[int, int, int]
-    output_shapes: tuple[tuple[int, int], ...]
-    output_names: tuple[str, ...] | None = None
-
-    def describe(self) -> str:
-        outs = ", ".join(f"{name or 'output'} [1, {', '.join(map(str, shape))}]"
-                         for name, shape in zip(self.output_names or (None,), self.output_shapes))
-        return f"the {self.role}: input float32 [1, {', '.join(map(str, self.input_chw))}] -> {outs}"
+def _static_shape(tensor: TensorSpec) -> tuple[int, ...]:
+    """The full shape (batch 1 first) of a shipped model's tensor; DWPose specs are all static."""
+    if not all(isinstance(d, int) for d in tensor.dims):
+        raise ValueError(f"{tensor.name}: DWPose tensors have static shapes, got {tensor.dims}")
+    return tuple(tensor.dims)
 
 
-DETECTOR_SIGNATURE = OnnxSignature("YOLOX-L person detector (yolox_l.onnx)",
-                                   (3, DETECTOR_INPUT_SIZE, DETECTOR_INPUT_SIZE), ((8400, 85),))
-POSE_SIGNATURE = OnnxSignature("DWPose whole-body model (dw-ll_ucoco_384.onnx)",
-                               (3, POSE_INPUT_WH[1], POSE_INPUT_WH[0]), ((133, 576), (133, 768)),
-                               ("simcc_x", "simcc_y"))
+def _onnx_elem_type(tensor: TensorSpec) -> int:
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype(_PRECISION)))
+
+
+def describe(spec: StageSpec) -> str:
+    """What a model file for ``spec`` must look like, for error messages."""
+    (tensor,) = spec.inputs
+    outs = ", ".join(f"{t.name} {list(_static_shape(t))}" for t in spec.outputs)
+    return f"the {_ROLES[spec.name]} ({spec.onnx_file}): input {tensor.dtype(_PRECISION)} {list(_static_shape(tensor))} -> {outs}"
+
+
 _PARITY_RTOL = 1e-3
-_CUDA = "CUDAExecutionProvider"
 
 
-def select_providers(device: str) -> tuple[list, str | None]:
-    """onnxruntime providers for ``device`` ('cpu', 'cuda', 'cuda:N') and a warning if downgraded."""
-    if device == "cpu":
-        return ["CPUExecutionProvider"], None
-    if device == "cuda" or device.startswith("cuda:"):
-        index = device.partition(":")[2] or "0"
-        if not index.isdigit():
-            raise InputError(f"bad device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
-        if _CUDA in ort.get_available_providers():
-            return [(_CUDA, {"device_id": int(index)}), "CPUExecutionProvider"], None
-        return ["CPUExecutionProvider"], (f"device {device!r} requested but onnxruntime has no CUDA provider "
-                                          "(install onnxruntime-gpu); DWPose runs on the CPU")
-    raise InputError(f"bad device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+def select_providers(device: str) -> list:
+    """onnxruntime providers for ``device`` ('cpu', 'cuda', 'cuda:N'): the one policy of
+    ``mimic.ort_session`` (CUDA asked for and not available is an EngineError, never a CPU fallback)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
+        raise InputError(f"bad device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+    return providers_for(device)
 
 
 class OnnxModel:
@@ -80,26 +78,26 @@ class OnnxModel:
     dynamic here and verified) or ``'per-item'`` (batch-1 graph, items run one by one).
     """
 
-    def __init__(self, path: str | Path, signature: OnnxSignature, providers: list,
+    def __init__(self, path: str | Path, spec: StageSpec, providers: list,
                  batching: bool = True) -> None:
         self.path = Path(path)
-        self.signature = signature
-        model = _load_checked(self.path, signature)
+        self.spec = spec
+        model = _load_checked(self.path, spec)
         graph_input = _graph_inputs(model)[0]
         self.input_name = graph_input.name
         names = [o.name for o in model.graph.output]
-        self.output_names = list(signature.output_names or names)
+        self.output_names = list(spec.output_names if len(spec.outputs) > 1 else names)
         fixed_batch = graph_input.type.tensor_type.shape.dim[0].dim_value == 1
         options = ort.SessionOptions()
         options.log_severity_level = 3
         self._options, self._providers = options, providers
-        samples = _verification_inputs(signature.input_chw)
+        samples = _verification_inputs(spec.inputs[0])
         try:
             self._session = self._session_from(model.SerializeToString())
             singles = [self._run_session(self._session, sample[None]) for sample in samples]
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise WeightsError(f"{self.path}: onnxruntime cannot run it ({type(err).__name__}: "
-                               f"{str(err).splitlines()[0] if str(err) else ''}); expected {signature.describe()}") from err
+                               f"{str(err).splitlines()[0] if str(err) else ''}); expected {describe(spec)}") from err
         self._check_output_shapes(singles[0])
         self.batching, self.batching_note = "per-item", "batching disabled"
         if batching:
@@ -133,10 +131,9 @@ class OnnxModel:
         return session.run(self.output_names, {self.input_name: batch}, options)
 
     def _check_output_shapes(self, outputs: list[np.ndarray]) -> None:
-        shapes = [tuple(o.shape[1:]) for o in outputs]
-        if shapes != list(self.signature.output_shapes) or any(o.shape[0] != 1 for o in outputs):
+        if [o.shape for o in outputs] != [_static_shape(t) for t in self.spec.outputs]:
             raise WeightsError(f"{self.path}: produced outputs of shapes {[o.shape for o in outputs]}; "
-                               f"expected {self.signature.describe()}")
+                               f"expected {describe(self.spec)}")
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Outputs for an (N, C, H, W) float32 batch, each with leading dim N."""
@@ -146,9 +143,12 @@ class OnnxModel:
         return [np.concatenate(parts) for parts in zip(*runs)]
 
 
-def _load_checked(path: Path, signature: OnnxSignature) -> onnx.ModelProto:
-    """Load ``path`` and check its declared signature, or raise :class:`WeightsError`."""
-    expected = signature.describe()
+def _load_checked(path: Path, spec: StageSpec) -> onnx.ModelProto:
+    """Load ``path`` and check its declared signature against ``spec``, or raise :class:`WeightsError`.
+
+    The input is matched by position (its name is read from the graph); outputs by name, except a
+    single output (the detector's), which is matched by position."""
+    expected = describe(spec)
     if not path.is_file():
         raise WeightsError(f"model file not found: {path} (expected {expected})")
     try:
@@ -156,15 +156,14 @@ def _load_checked(path: Path, signature: OnnxSignature) -> onnx.ModelProto:
     except Exception as err:  # noqa: BLE001 - protobuf raises several types
         raise WeightsError(f"{path} is not an ONNX model ({type(err).__name__}); expected {expected}") from err
     inputs = _graph_inputs(model)
-    if len(inputs) != 1 or not _shape_matches(inputs[0], signature.input_chw):
+    if len(inputs) != len(spec.inputs) or not _shape_matches(inputs[0], spec.inputs[0]):
         found = ", ".join(f"{v.name} {_shape_text(v)}" for v in inputs) or "no inputs"
         raise WeightsError(f"{path} has inputs {found}; expected {expected}")
     outputs = {o.name: o for o in model.graph.output}
-    if signature.output_names is None:
-        ok = len(outputs) == 1 and _shape_matches(next(iter(outputs.values())), signature.output_shapes[0])
+    if len(spec.outputs) == 1:
+        ok = len(outputs) == 1 and _shape_matches(next(iter(outputs.values())), spec.outputs[0])
     else:
-        ok = all(name in outputs and _shape_matches(outputs[name], shape)
-                 for name, shape in zip(signature.output_names, signature.output_shapes))
+        ok = all(t.name in outputs and _shape_matches(outputs[t.name], t) for t in spec.outputs)
     if not ok:
         found = ", ".join(f"{name} {_shape_text(v)}" for name, v in outputs.items()) or "no outputs"
         raise WeightsError(f"{path} has outputs {found}; expected {expected}")
@@ -177,11 +176,12 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [v for v in model.graph.input if v.name not in weights]
 
 
-def _shape_matches(value: onnx.ValueInfoProto, trailing: tuple[int, ...]) -> bool:
-    """float32, rank 1 + len(trailing), batch dim 1 or symbolic, static dims equal to ``trailing``."""
+def _shape_matches(value: onnx.ValueInfoProto, want: TensorSpec) -> bool:
+    """The spec's dtype and rank, batch dim 1 or symbolic, the other static dims equal to the spec's."""
     tensor = value.type.tensor_type
     dims = tensor.shape.dim
-    if tensor.elem_type != onnx.TensorProto.FLOAT or len(dims) != 1 + len(trailing):
+    trailing = _static_shape(want)[1:]
+    if tensor.elem_type != _onnx_elem_type(want) or len(dims) != 1 + len(trailing):
         return False
     if dims[0].HasField("dim_value") and dims[0].dim_value != 1:
         return False
@@ -200,10 +200,11 @@ def _make_batch_dynamic(model: onnx.ModelProto) -> None:
     del model.graph.value_info[:]
 
 
-def _verification_inputs(input_chw: tuple[int, int, int]) -> np.ndarray:
+def _verification_inputs(tensor: TensorSpec) -> np.ndarray:
     """Two different deterministic inputs in a plausible range (pixels 0-255 or normalised)."""
     rng = np.random.default_rng(0)
-    if input_chw[1] == DETECTOR_INPUT_SIZE:
+    input_chw = _static_shape(tensor)[1:]
+    if tensor.kind == "det_pixels":
         return rng.uniform(0.0, 255.0, (2, *input_chw)).astype(np.float32)
     return rng.normal(0.0, 1.0, (2, *input_chw)).astype(np.float32)
 
@@ -229,14 +230,12 @@ class DWPoseDetector:
     """YOLOX + DWPose on ONNX Runtime. ``frames_per_s`` reports the throughput so far."""
 
     def __init__(self, det_model: str | Path, pose_model: str | Path, device: str = "cpu",
-                 batching: bool = True, log: Callable[[str], None] | None = None) -> None:
-        providers, warning = select_providers(device)
-        self.detector = OnnxModel(det_model, DETECTOR_SIGNATURE, providers, batching)
-        self.pose_model = OnnxModel(pose_model, POSE_SIGNATURE, providers, batching)
-        if not warning and providers[0] != "CPUExecutionProvider" and self.detector.provider != _CUDA:
-            warning = f"device {device!r} requested but onnxruntime could not start CUDA; DWPose runs on the CPU"
-        if warning and log:
-            log(warning)
+                 batching: bool = True) -> None:
+        providers = select_providers(device)
+        self.detector = OnnxModel(det_model, DWPOSE_DETECTOR, providers, batching)
+        self.pose_model = OnnxModel(pose_model, DWPOSE_POSE, providers, batching)
+        if providers[0] != CPU_PROVIDER and self.detector.provider != CUDA_PROVIDER:
+            raise EngineError(f"DWPose on {device}: onnxruntime could not start its CUDA provider ({INSTALL_ADVICE})")
         self._grid, self._strides = yolox_anchor_grid(DETECTOR_INPUT_SIZE)
         self.frames_done = 0
         self.seconds = 0.0

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-DETECTOR_INPUT_SIZE = 640
+from mimic.spec import DETECTOR_INPUT_SIZE, POSE_INPUT_WH
+
 LETTERBOX_FILL = 114
-POSE_INPUT_WH = (288, 384)
 BOX_PADDING = 1.25
 POSE_MEAN = np.array([123.675, 116.28, 103.53])
 POSE_STD = np.array([58.395, 57.12, 57.375])

@@ -10,7 +10,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from mimic.mimicmotion_ref.dwpose.postprocess import PoseFrame
+from .draw import PoseDrawer
+from .postprocess import PoseFrame
 
 
 class PoseImages(Protocol):
@@ -43,8 +44,6 @@ class DrawnPoses:
     with the exact confidence-aware drawing at (H, W) when asked for."""
 
     def __init__(self, first: np.ndarray, poses: Sequence[PoseFrame], height: int, width: int):
-        from mimic.mimicmotion_ref.dwpose.draw import PoseDrawer
-
         self.first, self.poses = first, list(poses)
         self.height, self.width = height, width
         self._drawer = PoseDrawer(height, width)

@@ -1,4 +1,4 @@
-"""Video reading (streamed, rotation-aware, sampled by timestamp) and writing with PyAV.
+"""Video reading with PyAV: streamed, rotation-aware, sampled by timestamp.
 
 Sampling follows the released reader's stride ``sample_stride · max(1, int(avg_fps / 24))``
 (spec §4.7 step 2) but picks frames **by presentation time**: for target times
@@ -11,12 +11,12 @@ only the emitted ones are converted to RGB, so a video is never held in memory.
 Display rotation (the display-matrix side data of phone videos) is honoured: the decoded frame
 is rotated counter-clockwise by ``frame.rotation`` (rounded to a multiple of 90°), the way
 players show it; mirroring in the matrix is ignored. The released reader (decord) ignores it.
+
+Writing lives in :mod:`mimic.media.video_writer`.
 """
 from __future__ import annotations
 
-import itertools
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -100,56 +100,6 @@ def iter_sampled_frames(path: str | Path, sample_stride: int) -> Iterator[tuple[
             previous = (time, frame)
         if previous is None:
             raise InputError(f"no decodable video frames in {path}")
-
-
-def write_rgb_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, *,
-                    times_s: Iterable[float] | None = None, rotation_deg: int = 0,
-                    codec: str = "libx264") -> Path:
-    """Encode RGB uint8 (H, W, 3) frames as yuv420p (libx264 defaults, CRF 23), atomically.
-
-    ``times_s`` gives per-frame presentation times (millisecond precision) for variable frame
-    rate files; ``rotation_deg`` stores a counter-clockwise display rotation. Width and height
-    must be even. The file appears at ``path`` only when complete.
-    """
-    path = Path(path)
-    frames = iter(frames)
-    first = next(frames, None)
-    if first is None:
-        raise InputError(f"no frames to write to {path}")
-    height, width = first.shape[:2]
-    if height % 2 or width % 2:
-        raise InputError(f"yuv420p video needs an even width and height, got {width}x{height}")
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        _encode(partial, itertools.chain([first], frames), fps, times_s, rotation_deg, codec)
-        os.replace(partial, path)
-    except (av.error.FFmpegError, OSError) as err:
-        raise InputError(f"cannot write video {path}: {_reason(err)}") from err
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
-
-
-def _encode(path: Path, frames: Iterator[np.ndarray], fps: float, times_s: Iterable[float] | None,
-            rotation_deg: int, codec: str) -> None:
-    first = next(frames)
-    times = iter(times_s) if times_s is not None else None
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1_000_000))
-        stream.height, stream.width = first.shape[:2]
-        stream.pix_fmt = "yuv420p"
-        if rotation_deg:
-            stream.set_display_rotation(rotation_deg)
-        if times is not None:
-            stream.codec_context.time_base = Fraction(1, 1000)
-            stream.time_base = Fraction(1, 1000)
-        for image in itertools.chain([first], frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            if times is not None:
-                frame.pts = round(next(times) * 1000)
-                frame.time_base = Fraction(1, 1000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 @contextmanager

@@ -6,61 +6,36 @@ at the same size, so F = 1 + N.
 """
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.dwpose.detector import DWPoseDetector
-from mimic.mimicmotion_ref.dwpose.draw import PoseDrawer
-from mimic.mimicmotion_ref.dwpose.postprocess import PoseFrame
-from mimic.mimicmotion_ref.dwpose.retarget import retarget_poses
-from mimic.runtime.pose_files import save_poses, write_bytes_atomic
-from mimic.runtime.video_io import frame_stride, iter_sampled_frames, probe_video, write_rgb_video
+from mimic.media.images import write_png
+from mimic.media.video_reader import VideoInfo, frame_stride, iter_sampled_frames, probe_video
+from mimic.media.video_writer import write_rgb_video
+from .detector import DWPoseDetector
+from .draw import PoseDrawer
+from .files import save_poses
+from .postprocess import PoseFrame
+from .retarget import retarget_poses
+from .sequence import PoseSequence
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 PREVIEW_LONG_SIDE = 640
 SHEET_THUMB_WIDTH = 160
 SHEET_MAX_FRAMES = 32
 
 
-@dataclass(frozen=True, eq=False)
-class PoseSequence:
-    """The poses of a driving video's sampled frames and how they were sampled.
-
-    ``video_hw`` is the (height, width) of the frames given to DWPose (after display rotation);
-    ``fps`` is the source's average frame rate, ``frame_stride`` the source frames per sample
-    (``sample_stride · max(1, int(fps / 24))``); ``frame_times_s`` the sampled frames'
-    presentation times. ``detect_frames_per_s`` records the extraction throughput.
-    """
-
-    frames: tuple[PoseFrame, ...]
-    frame_times_s: tuple[float, ...]
-    video_hw: tuple[int, int]
-    fps: float
-    sample_stride: int
-    frame_stride: int
-    source: str = ""
-    detect_frames_per_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if len(self.frames) != len(self.frame_times_s):
-            raise ValueError(f"{len(self.frames)} poses but {len(self.frame_times_s)} frame times")
-
-    @property
-    def pose_fps(self) -> float:
-        """Frame rate that plays the sampled poses at the source's speed."""
-        return self.fps / self.frame_stride
-
-
 def extract_video_poses(detector: DWPoseDetector, video_path: str | Path, sample_stride: int = 2,
-                        batch_size: int = 8, log: Log | None = None) -> PoseSequence:
-    """Stream the time-sampled frames of ``video_path`` through ``detector`` in batches."""
-    info = probe_video(video_path)
+                        batch_size: int = 8, info: VideoInfo | None = None) -> PoseSequence:
+    """Stream the time-sampled frames of ``video_path`` through ``detector`` in batches; logs the
+    throughput (INFO). ``info`` is the video's :func:`probe_video` result when the caller has it."""
+    info = info if info is not None else probe_video(video_path)
     times: list[float] = []
 
     def frames() -> Iterator[np.ndarray]:
@@ -72,20 +47,19 @@ def extract_video_poses(detector: DWPoseDetector, video_path: str | Path, sample
     poses = detector.detect_frames(frames(), batch_size)
     elapsed = time.perf_counter() - start
     rate = len(poses) / elapsed if elapsed > 0 else 0.0
-    if log:
-        log(f"DWPose: {len(poses)} frames of {Path(video_path).name} in {elapsed:.1f} s "
-            f"({rate:.1f} frames/s including decoding)")
+    log.info(f"DWPose: {len(poses)} frames of {Path(video_path).name} in {elapsed:.1f} s "
+             f"({rate:.1f} frames/s including decoding)")
     return PoseSequence(tuple(poses), tuple(times), (info.height, info.width), info.fps, sample_stride,
                         frame_stride(sample_stride, info.fps), Path(video_path).name, rate)
 
 
 def render_pose_images(ref_pose: PoseFrame, driving_poses: Sequence[PoseFrame], ref_hw: tuple[int, int],
-                       video_hw: tuple[int, int], upstream_exact: bool = False,
-                       log: Log | None = None) -> tuple[np.ndarray, list[str]]:
-    """Pose images (1 + N, 3, H, W) uint8 RGB at the reference size, and the retargeting warnings.
+                       video_hw: tuple[int, int], upstream_exact: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Pose images (1 + N, 3, H, W) uint8 RGB at the reference size, and the retargeting warnings
+    (returned, not logged: the caller reports them).
 
     Frame 0 draws ``ref_pose`` as detected; frames 1..N the retargeted driving poses
-    (:func:`~mimic.mimicmotion_ref.dwpose.retarget.retarget_poses`).
+    (:func:`~mimic.pose.retarget.retarget_poses`).
     """
     result = retarget_poses(ref_pose, driving_poses, ref_hw, video_hw, upstream_exact)
     drawer = PoseDrawer(*ref_hw)
@@ -93,9 +67,6 @@ def render_pose_images(ref_pose: PoseFrame, driving_poses: Sequence[PoseFrame], 
     images[0] = drawer(ref_pose)
     for index, pose in enumerate(result.poses, start=1):
         images[index] = drawer(pose)
-    if log:
-        for warning in result.warnings:
-            log(f"warning: {warning}")
     return images, list(result.warnings)
 
 
@@ -120,25 +91,22 @@ def write_contact_sheet(pose_images: Sequence[np.ndarray], out_png: str | Path, 
         thumb = cv2.resize(pose_images[index].transpose(1, 2, 0), (SHEET_THUMB_WIDTH, thumb_h),
                            interpolation=cv2.INTER_AREA)
         sheet[y:y + thumb_h, x:x + SHEET_THUMB_WIDTH] = thumb
-    ok, encoded = cv2.imencode(".png", sheet[:, :, ::-1])
-    if not ok:
-        raise InputError(f"could not encode the contact sheet {out_png}")
-    return write_bytes_atomic(Path(out_png), encoded.tobytes())
+    return write_png(Path(out_png), sheet)
 
 
 def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, pose_model: str | Path,
                  preview: str | Path | None = None, sample_stride: int = 2, device: str = "cpu",
-                 batch_size: int = 8, log: Log | None = None) -> dict:
+                 batch_size: int = 8) -> dict:
     """``mimic pose``: extract a video's poses to ``out_npz`` (+ optional preview MP4 and PNG sheet).
 
     The preview draws every sampled frame's raw detections (all people, no retargeting) at the
     video's aspect ratio, long side 640, at the pose frame rate; the contact sheet goes next to
-    it with a ``.png`` suffix. Returns a JSON-ready summary.
+    it with a ``.png`` suffix. Returns a JSON-ready summary; its warnings are also logged.
     """
     if preview is not None and Path(preview).suffix.lower() != ".mp4":
         raise InputError(f"the pose preview must be an .mp4 path, got {preview}")
-    detector = DWPoseDetector(det_model, pose_model, device=device, log=log)
-    poses = extract_video_poses(detector, video, sample_stride, batch_size, log)
+    detector = DWPoseDetector(det_model, pose_model, device=device)
+    poses = extract_video_poses(detector, video, sample_stride, batch_size)
     save_poses(out_npz, poses)
     no_box = [i for i, f in enumerate(poses.frames) if not f.person_detected]
     crowded = [i for i, f in enumerate(poses.frames) if f.num_people > 1]
@@ -170,9 +138,8 @@ def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, 
     }
     if preview is not None:
         summary["preview"], summary["contact_sheet"] = (str(p) for p in _write_previews(poses, Path(preview)))
-    if log:
-        for warning in warnings:
-            log(f"warning: {warning}")
+    for warning in warnings:
+        log.warning(warning)
     return summary
 
 

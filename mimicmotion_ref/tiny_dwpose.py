@@ -1,7 +1,8 @@
 """Small synthetic ONNX models with the released DWPose signatures (tests, demos, CI).
 
-Signatures (batch dimension fixed at 1, like the released files, so the dynamic-batch rewrite of
-:mod:`.detector` is exercised):
+Signatures (from :mod:`mimic.spec`'s ``DWPOSE_DETECTOR`` / ``DWPOSE_POSE``; batch dimension fixed
+at 1, like the released files, so the dynamic-batch rewrite of :mod:`mimic.pose.detector` is
+exercised):
 
 * ``yolox_l.onnx``: input ``images`` float32 [1, 3, 640, 640] → output ``output`` [1, 8400, 85]
   (the names of YOLOX's own ONNX export; the loader does not depend on them).
@@ -27,17 +28,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .detector import DETECTOR_SIGNATURE, POSE_SIGNATURE
+from mimic.spec import (COCO_WHOLEBODY_KEYPOINTS, DWPOSE_DETECTOR, DWPOSE_POSE, SIMCC_BINS_X, SIMCC_BINS_Y, YOLOX_CHANNELS,
+                        TensorName)
 
-DET_INPUT = "images"
-DET_OUTPUT = "output"
-POSE_INPUT = "input"
-POSE_OUTPUTS = POSE_SIGNATURE.output_names
-SIMCC_X_NAME, SIMCC_Y_NAME = POSE_OUTPUTS
-DETECTOR_INPUT_SHAPE = (1, *DETECTOR_SIGNATURE.input_chw)
-DETECTOR_OUTPUT_SHAPE = (1, *DETECTOR_SIGNATURE.output_shapes[0])
-POSE_INPUT_SHAPE = (1, *POSE_SIGNATURE.input_chw)
-SIMCC_X_SHAPE, SIMCC_Y_SHAPE = ((1, *shape) for shape in POSE_SIGNATURE.output_shapes)
+DET_INPUT = TensorName.DET_INPUT
+DET_OUTPUT = TensorName.DET_OUTPUT
+POSE_INPUT = TensorName.POSE_INPUT
+SIMCC_X_NAME, SIMCC_Y_NAME = TensorName.SIMCC_X, TensorName.SIMCC_Y
+POSE_OUTPUTS = (SIMCC_X_NAME, SIMCC_Y_NAME)
+DETECTOR_INPUT_SHAPE = tuple(DWPOSE_DETECTOR.tensor(DET_INPUT).dims)
+DETECTOR_OUTPUT_SHAPE = tuple(DWPOSE_DETECTOR.tensor(DET_OUTPUT).dims)
+POSE_INPUT_SHAPE = tuple(DWPOSE_POSE.tensor(POSE_INPUT).dims)
+SIMCC_X_SHAPE = tuple(DWPOSE_POSE.tensor(SIMCC_X_NAME).dims)
+SIMCC_Y_SHAPE = tuple(DWPOSE_POSE.tensor(SIMCC_Y_NAME).dims)
 OPSET = 17
 IR_VERSION = 8
 
@@ -139,8 +142,8 @@ def write_tiny_dwpose(directory: str | Path, seed: int = 0) -> tuple[Path, Path]
     """
     rng = np.random.default_rng(seed)
     directory = Path(directory)
-    return (save_model(tiny_detector(rng), directory / "yolox_l.onnx"),
-            save_model(tiny_pose_model(rng), directory / "dw-ll_ucoco_384.onnx"))
+    return (save_model(tiny_detector(rng), directory / DWPOSE_DETECTOR.onnx_file),
+            save_model(tiny_pose_model(rng), directory / DWPOSE_POSE.onnx_file))
 
 
 def tiny_detector(rng: np.random.Generator) -> onnx.ModelProto:
@@ -149,18 +152,18 @@ def tiny_detector(rng: np.random.Generator) -> onnx.ModelProto:
     levels = []
     for stride in (8, 16, 32):
         pooled = g.op("AveragePool", [DET_INPUT], kernel_shape=[stride, stride], strides=[stride, stride])
-        weight = np.zeros((85, 3, 1, 1), dtype=np.float32)
+        weight = np.zeros((YOLOX_CHANNELS, 3, 1, 1), dtype=np.float32)
         weight[:4, :, 0, 0] = rng.normal(0.0, 1e-3, (4, 3))        # content-dependent box jitter
-        bias = np.full(85, -12.0, dtype=np.float32)                   # no object, no class
+        bias = np.full(YOLOX_CHANNELS, -12.0, dtype=np.float32)                   # no object, no class
         bias[:4] = [0.5, 0.5, np.log(8.0), np.log(12.0)]              # centred 8×12-cell boxes
         head = g.op("Conv", [pooled, g.const(weight, "w"), g.const(bias, "b")])
         if stride == 32:
             head = g.op("Add", [head, _blob_objectness(g, pooled)])
-        levels.append(g.op("Reshape", [head, g.const(np.array([0, 85, -1], dtype=np.int64), "shape")]))
+        levels.append(g.op("Reshape", [head, g.const(np.array([0, YOLOX_CHANNELS, -1], dtype=np.int64), "shape")]))
     preds = g.op("Transpose", [g.op("Concat", levels, axis=2)], perm=[0, 2, 1])
     starts, ends, axes = (g.const(np.array([v], dtype=np.int64)) for v in (0, 4, 2))
     boxes = g.op("Slice", [preds, starts, ends, axes])
-    probs = g.op("Sigmoid", [g.op("Slice", [preds, ends, g.const(np.array([85], dtype=np.int64)), axes])])
+    probs = g.op("Sigmoid", [g.op("Slice", [preds, ends, g.const(np.array([YOLOX_CHANNELS], dtype=np.int64)), axes])])
     g.op("Concat", [boxes, probs], DET_OUTPUT, axis=2)
     return g.model([(DET_INPUT, DETECTOR_INPUT_SHAPE)],
                    [(DET_OUTPUT, DETECTOR_OUTPUT_SHAPE)], "tiny_yolox")
@@ -180,8 +183,8 @@ def _blob_objectness(g: _GraphBuilder, pooled: str) -> str:
     smooth = g.op("Conv", [brightness, g.const(blur.astype(np.float32)[None, None], "blur")], pads=[7, 7, 7, 7])
     local_max = g.op("MaxPool", [smooth], kernel_shape=[9, 9], pads=[4, 4, 4, 4])
     features = g.op("Concat", [peak, smooth, local_max], axis=1)
-    weight = np.zeros((85, 3, 1, 1), dtype=np.float32)
-    bias = np.zeros(85, dtype=np.float32)
+    weight = np.zeros((YOLOX_CHANNELS, 3, 1, 1), dtype=np.float32)
+    bias = np.zeros(YOLOX_CHANNELS, dtype=np.float32)
     weight[4, :, 0, 0] = [0.1, 4.0, -4.0]
     bias[4] = 12.0 - 15.0        # cancels the −12 base bias, then −150/10
     bias[5] = 12.0 + 4.0         # person probability ≈ 0.98
@@ -193,10 +196,10 @@ def tiny_pose_model(rng: np.random.Generator) -> onnx.ModelProto:
     g = _GraphBuilder()
     gray = g.op("Conv", [POSE_INPUT, g.const(np.full((1, 3, 1, 1), 1 / 3, dtype=np.float32), "w")])
     pooled = g.op("AveragePool", [gray], kernel_shape=[8, 8], strides=[8, 8])           # (N, 1, 48, 36)
-    gains = rng.uniform(0.5, 1.5, (133, 1, 1, 1)).astype(np.float32)
+    gains = rng.uniform(0.5, 1.5, (COCO_WHOLEBODY_KEYPOINTS, 1, 1, 1)).astype(np.float32)
     features = g.op("Conv", [pooled, g.const(gains, "w")])                               # (N, 133, 48, 36)
     priors = _keypoint_priors(rng)
-    for name, axis, cells, bins in ((SIMCC_X_NAME, 2, 36, 576), (SIMCC_Y_NAME, 3, 48, 768)):
+    for name, axis, cells, bins in ((SIMCC_X_NAME, 2, 36, SIMCC_BINS_X), (SIMCC_Y_NAME, 3, 48, SIMCC_BINS_Y)):
         profile = g.op("ReduceMax", [features], axes=[axis], keepdims=0)                 # (N, 133, cells)
         upsampled = g.op("MatMul", [profile, g.const(_upsampling_matrix(cells, bins), "up")])
         scaled = g.op("Mul", [upsampled, g.const(np.array(0.08, dtype=np.float32), "alpha")])

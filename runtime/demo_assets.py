@@ -1,5 +1,5 @@
-"""Built-in synthetic inputs: a reference image and a dancing skeleton, so the engine runs with no
-files at all (``mimic demo``) and tests have deterministic inputs."""
+"""The demo's built-in inputs: a reference image and a dancing skeleton, so the engine runs with no
+files at all (``mimic demo``, benchmarks; tests reuse them as deterministic inputs)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from mimic.mimicmotion_ref.dwpose.postprocess import NUM_KEYPOINTS, PoseFrame
+from mimic.pose.postprocess import NUM_KEYPOINTS, PoseFrame
 
 # A standing figure in OpenPose-18 order, normalised (x, y) for a portrait frame.
 _REST_BODY = np.array(
@@ -62,15 +62,3 @@ def synthetic_reference(height: int, width: int) -> np.ndarray:
     cv2.fillPoly(img, [pts[[2, 5, 11, 8]]], (200, 60, 60))
     cv2.circle(img, tuple(map(int, pts[0])), max(4, width // 14), (240, 205, 175), -1)
     return img
-
-
-def write_synthetic_driving_video(path, num_frames: int = 24, size_hw: tuple[int, int] = (320, 192), fps: float = 24.0):
-    """A dancer video: the synthetic skeleton drawn thick on a plain backdrop (H.264)."""
-    from mimic.mimicmotion_ref.dwpose.draw import draw_pose
-    from mimic.runtime.video_io import write_rgb_video
-
-    frames = []
-    for pose in synthetic_poses(num_frames, size_hw):
-        drawn = draw_pose(pose, *size_hw).transpose(1, 2, 0)
-        frames.append(np.maximum(drawn, 30).astype(np.uint8))
-    return write_rgb_video(path, frames, fps)

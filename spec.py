@@ -1,7 +1,10 @@
-"""One source of truth per stage: tensor names, dtypes, dynamic axes, dummy inputs, profiles, tolerances.
+"""One source of truth per stage: tensor names, dtypes, dynamic axes, shape presets, profiles,
+tolerances, the default window and the DWPose signatures. Torch-free (it sits at the bottom of the
+layers and the CLI reads it at start-up).
 
-The runtime, the engine builder and the exporter all import from here; nothing else hard-codes a
-tensor name. Shapes are written with symbols:
+The runtime, the engine builder, the validators, the benchmarks and the exporter all import from
+here; nothing else spells a stage or tensor name (``StageName`` / ``TensorName``). Shapes are
+written with symbols:
 
 * shape-point symbols (vary per call): ``B`` batch, ``F`` frames per window, ``N`` images (frames
   of a chunk), ``H``/``W`` pixel height/width (multiples of 64 for the UNet/VAE stages);
@@ -19,9 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
-
-import torch
+from typing import Mapping, Sequence
 
 from mimic.errors import InputError
 
@@ -40,7 +41,8 @@ _TERM = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:([*/])([A-Za-z0-9]+))?$")
 
 @dataclass(frozen=True)
 class ModelDims:
-    """The checkpoint-dependent sizes the shapes need (read from the config files, never guessed)."""
+    """The checkpoint-dependent sizes the shapes need. Read from the weights' config files by the one
+    strict reader, ``mimic.mimicmotion_ref.model_info.ModelInfo.dims`` (never guessed)."""
 
     embed_dim: int  # D: CLIP projection_dim == UNet cross_attention_dim (1024 for SVD-XT)
     pose_channels: int  # C0: UNet block_out_channels[0] (320)
@@ -55,44 +57,6 @@ class ModelDims:
     def symbols(self) -> dict[str, int]:
         return {"D": self.embed_dim, "C0": self.pose_channels, "L": self.latent_channels, "S": self.clip_image_size}
 
-    @classmethod
-    def from_configs(cls, unet: Mapping | None = None, vae: Mapping | None = None, clip: Mapping | None = None) -> "ModelDims":
-        """From the diffusers/transformers config dicts (any may be missing when its stage is unused)."""
-        embed = (unet or {}).get("cross_attention_dim") or (clip or {}).get("projection_dim") or 1024
-        pose = ((unet or {}).get("block_out_channels") or [320])[0]
-        return cls(
-            embed_dim=int(embed),
-            pose_channels=int(pose),
-            latent_channels=int((vae or {}).get("latent_channels", 4)),
-            clip_image_size=int((clip or {}).get("image_size", 224)),
-        )
-
-    @classmethod
-    def from_svd_dir(cls, svd_dir: Path) -> "ModelDims":
-        import json
-
-        def cfg(sub: str) -> dict | None:
-            p = Path(svd_dir) / sub / "config.json"
-            return json.loads(p.read_text()) if p.is_file() else None
-
-        return cls.from_configs(cfg("unet"), cfg("vae"), cfg("image_encoder"))
-
-    @classmethod
-    def from_module(cls, stage: str, module: torch.nn.Module) -> "ModelDims":
-        """Best effort from one stage's module (a raw model or an export wrapper)."""
-        module = getattr(module, "model", module)
-        cfg = getattr(module, "config", None)
-        get = (lambda k, d=None: cfg.get(k, d) if isinstance(cfg, Mapping) else getattr(cfg, k, d)) if cfg is not None else (lambda k, d=None: d)
-        if stage == "unet":
-            return cls(embed_dim=int(get("cross_attention_dim")), pose_channels=int(get("block_out_channels")[0]))
-        if stage == "pose_net":
-            return cls(embed_dim=1024, pose_channels=int(module.final_proj.out_channels))
-        if stage in ("vae_encoder", "vae_decoder"):
-            return cls(embed_dim=1024, pose_channels=320, latent_channels=int(get("latent_channels", 4)))
-        if stage == "image_encoder":
-            return cls(embed_dim=int(get("projection_dim")), pose_channels=320, clip_image_size=int(get("image_size", 224)))
-        return cls(embed_dim=1024, pose_channels=320)
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -103,9 +67,6 @@ class TensorSpec:
 
     def dtype(self, precision: str) -> str:
         return self.fp16_dtype if precision == "fp16" else "float32"
-
-    def torch_dtype(self, precision: str) -> torch.dtype:
-        return getattr(torch, self.dtype(precision))
 
     def shape(self, point: ShapePoint, dims: ModelDims) -> Shape:
         env = {**dims.symbols(), **point}
@@ -140,7 +101,7 @@ class StageSpec:
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    profiles: Mapping[str, tuple[Mapping[str, DimRange], ...]]  # profile set -> profiles over point symbols
+    profiles: Mapping[str, Mapping[str, DimRange]]  # profile set ("real" | "tiny") -> ranges over point symbols
     export_point: ShapePoint  # the shape traced at export (small; distinct sizes so no axis is confused)
     validation_points: tuple[ShapePoint, ...]  # >= 2, all different from export_point
     tol_fp32: Tolerance
@@ -148,6 +109,7 @@ class StageSpec:
     exported: bool = True  # False: the model ships as ONNX (DWPose); the spec describes it for engine builds
     onnx_file: str | None = None  # released file name for shipped ONNX models
     description: str = ""
+    window_axis: str | None = None  # the point symbol that is one window of frames (fixed in engine profiles)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -182,16 +144,7 @@ class StageSpec:
     def output_shapes(self, point: ShapePoint, dims: ModelDims) -> dict[str, Shape]:
         return {t.name: t.shape(point, dims) for t in self.outputs}
 
-    def dummy_inputs(self, point: ShapePoint, dims: ModelDims, precision: str = "fp32", seed: int = 0, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        """Deterministic, realistically-ranged inputs in the graph's dtypes (meta device allowed)."""
-        gen = torch.Generator().manual_seed(seed)
-        out = {}
-        for t in self.inputs:
-            x = _draw(t.kind, t.shape(point, dims), gen)
-            out[t.name] = x.to(device=device, dtype=t.torch_dtype(precision))
-        return out
-
-    def profile_points(self, profile_set: str) -> tuple[Mapping[str, DimRange], ...]:
+    def profile_ranges(self, profile_set: str) -> Mapping[str, DimRange]:
         try:
             return self.profiles[profile_set]
         except KeyError:
@@ -223,39 +176,34 @@ def _eval_dim(d: Dim, env: Mapping[str, int], tensor: str) -> int:
     return int(x // y)
 
 
-def _draw(kind: str, shape: Shape, gen: torch.Generator) -> torch.Tensor:
-    if kind == "pixels":  # images in [-1, 1]
-        return torch.rand(shape, generator=gen) * 2 - 1
-    if kind == "timestep":  # c_noise = 0.25 ln(sigma), sigma in [0.002, 700]
-        return torch.rand(shape, generator=gen) * 3.2 - 1.55
-    if kind == "time_ids":  # [fps - 1, motion bucket id, noise augmentation]
-        lo, hi = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([29.0, 255.0, 0.1])
-        return lo + torch.rand(shape, generator=gen) * (hi - lo)
-    if kind == "det_pixels":  # DWPose detector: raw 0..255
-        return torch.rand(shape, generator=gen) * 255
-    return torch.randn(shape, generator=gen)
+def engine_ranges(spec: StageSpec, profile_set: str, window: int | None = None, hw_sizes: Sequence[tuple[int, int]] = ()) -> dict[str, DimRange]:
+    """The spec's ranges narrowed for one engine build: H/W to the requested (height, width) sizes
+    (min/max over them, opt = the first) and the window axis (UNet frames, PoseNet images) fixed to
+    ``window``. Measured with TensorRT-RTX 1.7 on the full-size UNet: a dynamic frame count *and*
+    dynamic H/W in one profile fails the build (Myelin std::bad_alloc), so an engine serves one
+    window length; each engine has exactly one optimization profile."""
+    ranges = dict(spec.profile_ranges(profile_set))
+    if hw_sizes:
+        for axis, vals in (("H", [h for h, _ in hw_sizes]), ("W", [w for _, w in hw_sizes])):
+            if axis in ranges:
+                ranges[axis] = DimRange(min(vals), vals[0], max(vals))
+    if window is not None and spec.window_axis in ranges:
+        r = ranges[spec.window_axis]
+        if not r.min <= window <= r.max:
+            raise InputError(f"{spec.name}: a {window}-frame window is outside the supported {r.min}..{r.max} ({profile_set} profile set)")
+        ranges[spec.window_axis] = DimRange(window, window, window)
+    return ranges
 
 
-def profiles_for(spec: StageSpec, dims: ModelDims, profile_set: str | None = None) -> list[dict[str, tuple[Shape, Shape, Shape]]]:
-    """TensorRT optimization profiles: ``[{input_name: (min_shape, opt_shape, max_shape)}]``."""
-    if not spec.dynamic_axes():  # fully static graph (DWPose): TensorRT needs no profile
-        return []
-    result = []
-    for ranges in spec.profile_points(profile_set or dims.profile_set):
-        pts = [{k: getattr(r, which) for k, r in ranges.items()} for which in ("min", "opt", "max")]
-        result.append({t.name: tuple(t.shape(p, dims) for p in pts) for t in spec.inputs})
-    return result
-
-
-def profile_index_for(profiles: list[dict[str, tuple[Shape, Shape, Shape]]], shapes: Mapping[str, Shape]) -> int:
-    """Index of the first profile whose [min, max] ranges hold every given input shape."""
-    for i, prof in enumerate(profiles):
-        if all(
-            name in prof and len(shape) == len(prof[name][0]) and all(lo <= d <= hi for d, lo, hi in zip(shape, prof[name][0], prof[name][2]))
-            for name, shape in shapes.items()
-        ):
-            return i
-    raise InputError(f"no optimization profile holds the input shapes {dict(shapes)}")
+def engine_profile(spec: StageSpec, dims: ModelDims, profile_set: str | None = None, window: int | None = None,
+                   hw_sizes: Sequence[tuple[int, int]] = ()) -> dict[str, tuple[Shape, Shape, Shape]] | None:
+    """The TensorRT optimization profile ``{input_name: (min_shape, opt_shape, max_shape)}`` of one
+    engine; None for a fully static graph (DWPose), which needs none."""
+    if not spec.dynamic_axes():
+        return None
+    ranges = engine_ranges(spec, profile_set or dims.profile_set, window, hw_sizes)
+    pts = [{k: getattr(r, which) for k, r in ranges.items()} for which in ("min", "opt", "max")]
+    return {t.name: tuple(t.shape(p, dims) for p in pts) for t in spec.inputs}
 
 
 # ---------------------------------------------------------------------------------------- ranges
@@ -266,20 +214,69 @@ _REAL_HW = {"H": DimRange(256, 1024, 1024), "W": DimRange(256, 576, 1024)}
 _TINY_HW = {"H": DimRange(64, 320, 512), "W": DimRange(64, 192, 512)}
 
 
-def _sets(real: Mapping[str, DimRange], tiny: Mapping[str, DimRange]) -> Mapping[str, tuple[Mapping[str, DimRange], ...]]:
-    return MappingProxyType({"real": (MappingProxyType(dict(real)),), "tiny": (MappingProxyType(dict(tiny)),)})
+def _sets(real: Mapping[str, DimRange], tiny: Mapping[str, DimRange]) -> Mapping[str, Mapping[str, DimRange]]:
+    return MappingProxyType({"real": MappingProxyType(dict(real)), "tiny": MappingProxyType(dict(tiny))})
 
 
+class StageName:
+    """Every stage's name, spelled once."""
+
+    IMAGE_ENCODER = "image_encoder"
+    VAE_ENCODER = "vae_encoder"
+    POSE_NET = "pose_net"
+    UNET = "unet"
+    VAE_DECODER = "vae_decoder"
+    DWPOSE_DETECTOR = "dwpose_detector"
+    DWPOSE_POSE = "dwpose_pose"
+
+
+class TensorName:
+    """Every graph input/output name, spelled once (the released DWPose files fix the last five)."""
+
+    PIXEL_VALUES = "pixel_values"
+    IMAGE_EMBEDS = "image_embeds"
+    IMAGE = "image"
+    LATENT_MEAN = "latent_mean"
+    POSE_IMAGES = "pose_images"
+    POSE_LATENTS = "pose_latents"
+    SAMPLE = "sample"
+    TIMESTEP = "timestep"
+    ENCODER_HIDDEN_STATES = "encoder_hidden_states"
+    ADDED_TIME_IDS = "added_time_ids"
+    NOISE_PRED = "noise_pred"
+    LATENTS = "latents"
+    FRAMES = "frames"
+    DET_INPUT = "images"
+    DET_OUTPUT = "output"
+    POSE_INPUT = "input"
+    SIMCC_X = "simcc_x"
+    SIMCC_Y = "simcc_y"
+
+
+# The released MimicMotion 1.1 window (upstream's misnamed ``num_frames``); 1.0 used 16.
+DEFAULT_WINDOW = 72
+RELEASED_WINDOWS = (72, 16)
+
+# DWPose input geometry (released models): YOLOX letterbox side and the RTMPose crop (width, height).
+DETECTOR_INPUT_SIZE = 640
+POSE_INPUT_WH = (288, 384)
+YOLOX_ANCHORS = 8400
+YOLOX_CHANNELS = 85
+COCO_WHOLEBODY_KEYPOINTS = 133
+SIMCC_BINS_X = 2 * POSE_INPUT_WH[0]
+SIMCC_BINS_Y = 2 * POSE_INPUT_WH[1]
+
+N = TensorName
 # Tolerances (see export/validate.py for the metrics). fp32: onnxruntime vs torch, same maths; measured
 # <= 3.0e-6 abs on every stage of the tiny preset, bounded at 1e-4. fp16: onnxruntime-CPU running the
 # fp16 graph vs the *fp32* torch model, measured on the tiny preset at the validation points below
 # (worst over both points and three input seeds); each bound is ~3x its measured value. Real-weight
 # fp16 errors are unmeasured (no weights on the CPU machines): `mimic export --validate` measures them.
 IMAGE_ENCODER = StageSpec(
-    name="image_encoder",
+    name=StageName.IMAGE_ENCODER,
     description="CLIP vision tower + projection: normalised 224x224 pixels -> image_embeds",
-    inputs=(TensorSpec("pixel_values", ("B", 3, "S", "S")),),
-    outputs=(TensorSpec("image_embeds", ("B", "D")),),
+    inputs=(TensorSpec(N.PIXEL_VALUES, ("B", 3, "S", "S")),),
+    outputs=(TensorSpec(N.IMAGE_EMBEDS, ("B", "D")),),
     profiles=_sets({"B": DimRange(1, 1, 2)}, {"B": DimRange(1, 1, 2)}),
     export_point={"B": 2},
     validation_points=({"B": 1}, {"B": 3}),
@@ -287,10 +284,10 @@ IMAGE_ENCODER = StageSpec(
     tol_fp16=Tolerance(3e-3, 1.5e-3),  # measured worst: abs 1.0e-3, rel 3.8e-4
 )
 VAE_ENCODER = StageSpec(
-    name="vae_encoder",
+    name=StageName.VAE_ENCODER,
     description="VAE encoder: image in [-1, 1] -> posterior mean (unscaled)",
-    inputs=(TensorSpec("image", ("B", 3, "H", "W"), kind="pixels"),),
-    outputs=(TensorSpec("latent_mean", ("B", "L", "H/8", "W/8")),),
+    inputs=(TensorSpec(N.IMAGE, ("B", 3, "H", "W"), kind="pixels"),),
+    outputs=(TensorSpec(N.LATENT_MEAN, ("B", "L", "H/8", "W/8")),),
     profiles=_sets({"B": DimRange(1, 1, 2), **_REAL_HW}, {"B": DimRange(1, 1, 2), **_TINY_HW}),
     export_point={"B": 2, "H": 64, "W": 128},
     validation_points=({"B": 1, "H": 128, "W": 64}, {"B": 2, "H": 192, "W": 64}),
@@ -298,38 +295,32 @@ VAE_ENCODER = StageSpec(
     tol_fp16=Tolerance(1.5e-3, 1.5e-3),  # measured worst: abs 3.7e-4, rel 5.0e-4
 )
 POSE_NET = StageSpec(
-    name="pose_net",
+    name=StageName.POSE_NET,
     description="PoseNet: drawn pose images in [-1, 1] -> pose latents added after the UNet's conv_in",
-    inputs=(TensorSpec("pose_images", ("N", 3, "H", "W"), kind="pixels"),),
-    outputs=(TensorSpec("pose_latents", ("N", "C0", "H/8", "W/8")),),
+    inputs=(TensorSpec(N.POSE_IMAGES, ("N", 3, "H", "W"), kind="pixels"),),
+    outputs=(TensorSpec(N.POSE_LATENTS, ("N", "C0", "H/8", "W/8")),),
     profiles=_sets({"N": DimRange(1, 72, 72), **_REAL_HW}, {"N": DimRange(1, 16, 32), **_TINY_HW}),
+    window_axis="N",
     export_point={"N": 3, "H": 64, "W": 128},
     validation_points=({"N": 1, "H": 128, "W": 64}, {"N": 5, "H": 192, "W": 64}),
     tol_fp32=Tolerance(1e-4, 1e-4),
     tol_fp16=Tolerance(3e-4, 1.5e-3),  # measured worst: abs 8.2e-5, rel 3.8e-4
 )
 UNET = StageSpec(
-    name="unet",
+    name=StageName.UNET,
     description="MimicMotion UNet; CFG runs as batch 2 (the unconditional half gets zero pose latents)",
     inputs=(
-        TensorSpec("sample", ("B", "F", 8, "H/8", "W/8")),
-        TensorSpec("timestep", ("B",), fp16_dtype="float32", kind="timestep"),  # sinusoid input: fp32
-        TensorSpec("encoder_hidden_states", ("B", 1, "D")),
-        TensorSpec("added_time_ids", ("B", 3), fp16_dtype="float32", kind="time_ids"),  # fp32 (127 * freq)
-        TensorSpec("pose_latents", ("B*F", "C0", "H/8", "W/8")),
+        TensorSpec(N.SAMPLE, ("B", "F", 8, "H/8", "W/8")),
+        TensorSpec(N.TIMESTEP, ("B",), fp16_dtype="float32", kind="timestep"),  # sinusoid input: fp32
+        TensorSpec(N.ENCODER_HIDDEN_STATES, ("B", 1, "D")),
+        TensorSpec(N.ADDED_TIME_IDS, ("B", 3), fp16_dtype="float32", kind="time_ids"),  # fp32 (127 * freq)
+        TensorSpec(N.POSE_LATENTS, ("B*F", "C0", "H/8", "W/8")),
     ),
-    outputs=(TensorSpec("noise_pred", ("B", "F", 4, "H/8", "W/8")),),
-    # Batch 1 (one branch) or 2 (CFG pair). Real: one profile per released window length (72 frames
-    # for 1.1 first, 16 for 1.0) with dynamic batch and size. Measured with TensorRT-RTX 1.7 on the
-    # full-size UNet: a dynamic frame count *and* dynamic H/W in one profile fails the build
-    # (Myelin std::bad_alloc), while each alone, and these two profiles together, build (163 s).
-    # Tiny: one profile with every axis dynamic (builds in seconds; the tiny preset tries windows).
-    profiles=MappingProxyType(
-        {
-            "real": tuple(MappingProxyType({"B": DimRange(1, 2, 2), "F": DimRange(f, f, f), **_REAL_HW}) for f in (72, 16)),
-            "tiny": (MappingProxyType({"B": DimRange(1, 2, 2), "F": DimRange(1, 16, 32), **_TINY_HW}),),
-        }
-    ),
+    outputs=(TensorSpec(N.NOISE_PRED, ("B", "F", 4, "H/8", "W/8")),),
+    # Batch 1 (one branch) or 2 (CFG pair), dynamic size. F is the window: every engine fixes it to
+    # one window length (see engine_ranges: F and H/W both dynamic does not build at full size).
+    profiles=_sets({"B": DimRange(1, 2, 2), "F": DimRange(16, 72, 72), **_REAL_HW}, {"B": DimRange(1, 2, 2), "F": DimRange(1, 16, 32), **_TINY_HW}),
+    window_axis="F",
     export_point={"B": 2, "F": 3, "H": 64, "W": 128},
     validation_points=({"B": 1, "F": 4, "H": 128, "W": 64}, {"B": 2, "F": 5, "H": 192, "W": 64}),
     tol_fp32=Tolerance(1e-4, 1e-4),
@@ -337,10 +328,10 @@ UNET = StageSpec(
     # full-size config with random fan-in-scaled weights: abs 2.9e-3, rel 1.5e-3
 )
 VAE_DECODER = StageSpec(
-    name="vae_decoder",
+    name=StageName.VAE_DECODER,
     description="Temporal VAE decoder over N frames (latents already divided by the scaling factor)",
-    inputs=(TensorSpec("latents", ("N", "L", "H/8", "W/8")),),
-    outputs=(TensorSpec("frames", ("N", 3, "H", "W")),),
+    inputs=(TensorSpec(N.LATENTS, ("N", "L", "H/8", "W/8")),),
+    outputs=(TensorSpec(N.FRAMES, ("N", 3, "H", "W")),),
     profiles=_sets({"N": DimRange(1, 8, 16), **_REAL_HW}, {"N": DimRange(1, 8, 16), **_TINY_HW}),
     export_point={"N": 3, "H": 64, "W": 128},
     validation_points=({"N": 4, "H": 128, "W": 64}, {"N": 6, "H": 192, "W": 64}),
@@ -350,31 +341,19 @@ VAE_DECODER = StageSpec(
 
 # ------------------------------------------------------------------------------- DWPose (shipped)
 # The released DWPose files are ONNX already: fixed batch-1 fp32 signatures, never re-exported; the
-# specs describe them for engine builds. Names and shapes come from the one place that defines them
-# for the DWPose code (its tiny stand-ins have the released signatures).
-from mimic.mimicmotion_ref.dwpose.tiny_models import (  # noqa: E402
-    DET_INPUT,
-    DET_OUTPUT,
-    DETECTOR_INPUT_SHAPE,
-    DETECTOR_OUTPUT_SHAPE,
-    POSE_INPUT,
-    POSE_INPUT_SHAPE,
-    POSE_OUTPUTS,
-    SIMCC_X_SHAPE,
-    SIMCC_Y_SHAPE,
-)
+# specs describe them for engine builds and the DWPose loader checks the files against them.
 
 
-def _static() -> Mapping[str, tuple[Mapping[str, DimRange], ...]]:
+def _static() -> Mapping[str, Mapping[str, DimRange]]:
     one: Mapping[str, DimRange] = MappingProxyType({})
-    return MappingProxyType({"real": (one,), "tiny": (one,)})
+    return MappingProxyType({"real": one, "tiny": one})
 
 
 DWPOSE_DETECTOR = StageSpec(
-    name="dwpose_detector",
+    name=StageName.DWPOSE_DETECTOR,
     description="YOLOX-L person detector (released yolox_l.onnx): letterboxed 640x640 RGB 0..255",
-    inputs=(TensorSpec(DET_INPUT, tuple(DETECTOR_INPUT_SHAPE), fp16_dtype="float32", kind="det_pixels"),),
-    outputs=(TensorSpec(DET_OUTPUT, tuple(DETECTOR_OUTPUT_SHAPE), fp16_dtype="float32"),),
+    inputs=(TensorSpec(N.DET_INPUT, (1, 3, DETECTOR_INPUT_SIZE, DETECTOR_INPUT_SIZE), fp16_dtype="float32", kind="det_pixels"),),
+    outputs=(TensorSpec(N.DET_OUTPUT, (1, YOLOX_ANCHORS, YOLOX_CHANNELS), fp16_dtype="float32"),),
     profiles=_static(),
     export_point={},
     validation_points=({}, {}),
@@ -384,10 +363,13 @@ DWPOSE_DETECTOR = StageSpec(
     onnx_file="yolox_l.onnx",
 )
 DWPOSE_POSE = StageSpec(
-    name="dwpose_pose",
+    name=StageName.DWPOSE_POSE,
     description="RTMPose/DWPose whole-body model (released dw-ll_ucoco_384.onnx): 384x288 crop -> SimCC",
-    inputs=(TensorSpec(POSE_INPUT, tuple(POSE_INPUT_SHAPE), fp16_dtype="float32"),),
-    outputs=(TensorSpec(POSE_OUTPUTS[0], tuple(SIMCC_X_SHAPE), fp16_dtype="float32"), TensorSpec(POSE_OUTPUTS[1], tuple(SIMCC_Y_SHAPE), fp16_dtype="float32")),
+    inputs=(TensorSpec(N.POSE_INPUT, (1, 3, POSE_INPUT_WH[1], POSE_INPUT_WH[0]), fp16_dtype="float32"),),
+    outputs=(
+        TensorSpec(N.SIMCC_X, (1, COCO_WHOLEBODY_KEYPOINTS, SIMCC_BINS_X), fp16_dtype="float32"),
+        TensorSpec(N.SIMCC_Y, (1, COCO_WHOLEBODY_KEYPOINTS, SIMCC_BINS_Y), fp16_dtype="float32"),
+    ),
     profiles=_static(),
     export_point={},
     validation_points=({}, {}),
@@ -397,10 +379,11 @@ DWPOSE_POSE = StageSpec(
     onnx_file="dw-ll_ucoco_384.onnx",
 )
 
-# The five stages exported from PyTorch (order = pipeline order); runtime.backend_api.STAGE_NAMES.
+# The five stages exported from PyTorch (order = pipeline order).
 STAGES: Mapping[str, StageSpec] = MappingProxyType({s.name: s for s in (IMAGE_ENCODER, VAE_ENCODER, POSE_NET, UNET, VAE_DECODER)})
 DWPOSE_STAGES: Mapping[str, StageSpec] = MappingProxyType({s.name: s for s in (DWPOSE_DETECTOR, DWPOSE_POSE)})
 ALL_STAGES: Mapping[str, StageSpec] = MappingProxyType({**STAGES, **DWPOSE_STAGES})
+STAGE_NAMES: tuple[str, ...] = tuple(STAGES)
 
 
 def get_stage(name: str) -> StageSpec:

@@ -1,4 +1,4 @@
-"""The ``tensorrt`` backend: published engines behind the runtime's Backend interface.
+"""The ``tensorrt`` backend: published engines (``mimic.engine``) behind the runtime's Backend interface.
 
 Every engine is loaded through the store's checks (manifest vs this machine's TensorRT and GPU,
 plan size and sha256) *before* deserialization, and all runners share one user-managed
@@ -11,30 +11,11 @@ from typing import Iterable
 
 import torch
 
-from mimic.engine.gpu import require_gpu, runtime_info
-from mimic.engine.runner import SharedDeviceMemory, TrtRunner, deserialize_engine, make_logger
+from mimic.engine.gpu import require_gpu
+from mimic.engine.runner import SharedDeviceMemory, TrtRunner, open_engine
 from mimic.engine.store import EngineStore
 from mimic.errors import EngineError
-
-
-def import_trt(flavour: str):
-    """The TensorRT module of ``flavour`` (through the builder's lazy loader when available)."""
-    try:
-        from mimic.engine.builder import load_trt
-    except ImportError:  # pragma: no cover - builder module absent
-        load_trt = None
-    try:
-        if load_trt is not None:
-            return load_trt(flavour)
-        import importlib
-
-        from mimic.engine.gpu import TRT_MODULES
-
-        return importlib.import_module(TRT_MODULES[flavour])
-    except EngineError:
-        raise
-    except Exception as exc:
-        raise EngineError(f"cannot import {flavour} ({exc}); install it or rebuild the engines for an installed TensorRT") from None
+from mimic.spec import STAGE_NAMES
 
 
 class TensorRTBackend:
@@ -75,8 +56,6 @@ class TensorRTBackend:
         self._runners: dict[str, TrtRunner] = {}
         if preload:
             # Default: the pipeline's stages that are published (DWPose and others load on first use).
-            from mimic.runtime.backend_api import STAGE_NAMES
-
             present = set(self.store.stages())
             wanted = list(stages) if stages is not None else [s for s in STAGE_NAMES if s in present]
             for stage in wanted:
@@ -86,21 +65,13 @@ class TensorRTBackend:
         r = self._runners.get(stage)
         if r is not None:
             return r
-        manifest = self.store.read_manifest(stage)
-        if manifest is None:
-            raise EngineError(f"no engine for stage '{stage}' in {self.store.root}; build it with `mimic build-engines --out {self.store.root}`")
-        flavour = manifest["tensorrt"]["flavour"]
-        info = runtime_info(flavour, self.device.index or 0)
-        verified = self.store.verify(stage, info, strict_gpu_name=self.strict_gpu_name)
-        trt = import_trt(flavour)
         with torch.cuda.device(self.device):
-            logger = make_logger(trt)
-            runtime, engine = deserialize_engine(trt, verified.plan, str(verified.path), logger)
+            opened = open_engine(self.store, stage, self.device.index or 0, strict_gpu_name=self.strict_gpu_name)
             memory = self.memory
             if not self.shared_memory:
                 memory = SharedDeviceMemory(self.device)
                 self._memories.append(memory)
-            r = TrtRunner(stage, engine, trt, memory, device=self.device, use_cuda_graph=self.use_cuda_graph, keepalive=(runtime, logger))
+            r = TrtRunner(stage, opened.engine, opened.trt, memory, device=self.device, use_cuda_graph=self.use_cuda_graph, keepalive=opened.keepalive)
         self._runners[stage] = r
         return r
 

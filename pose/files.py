@@ -1,4 +1,4 @@
-"""The pose file: a :class:`~mimic.runtime.poses.PoseSequence` as a versioned ``.npz``.
+"""The pose file: a :class:`~mimic.pose.sequence.PoseSequence` as a versioned ``.npz``.
 
 Arrays (no pickled objects; people of all frames concatenated, T = total people):
 
@@ -9,24 +9,21 @@ Arrays (no pickled objects; people of all frames concatenated, T = total people)
 * ``video_hw`` (2,) int64, ``fps``, ``sample_stride``, ``frame_stride``, ``source``,
   ``detect_frames_per_s``.
 
-Writes are atomic (temporary file in the same folder, fsync, ``os.replace``). Anything that is
-not such a file loads as :class:`InputError`.
+Writes are atomic (:func:`mimic.files.atomic_write_bytes`: temporary file in the same folder,
+fsync, rename). Anything that is not such a file loads as :class:`InputError`.
 """
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.dwpose.postprocess import NUM_KEYPOINTS, PoseFrame
-
-if TYPE_CHECKING:
-    from mimic.runtime.poses import PoseSequence
+from mimic.files import atomic_write_bytes
+from .postprocess import NUM_KEYPOINTS, PoseFrame
+from .sequence import PoseSequence
 
 FORMAT_NAME = "mimic-dwpose-poses"
 FORMAT_VERSION = 1
@@ -56,13 +53,16 @@ def save_poses(path: str | Path, poses: PoseSequence) -> Path:
     }
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    return write_bytes_atomic(Path(path), buffer.getvalue())
+    path = Path(path)
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as err:
+        raise InputError(f"cannot write {path}: {err.strerror or err}") from err
+    return path
 
 
 def load_poses(path: str | Path) -> PoseSequence:
     """Read a pose file written by :func:`save_poses`; anything else is an :class:`InputError`."""
-    from mimic.runtime.poses import PoseSequence  # poses imports this module at load time
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"pose file not found: {path}")
@@ -90,22 +90,6 @@ def load_poses(path: str | Path) -> PoseSequence:
     return PoseSequence(frames, tuple(float(t) for t in arrays["frame_times_s"]), (height, width),
                         float(arrays["fps"]), int(arrays["sample_stride"]), int(arrays["frame_stride"]),
                         str(arrays["source"]), float(arrays["detect_frames_per_s"]))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except OSError as err:
-        raise InputError(f"cannot write {path}: {err.strerror or err}") from err
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
 
 
 def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""What the runtime must know about a model besides its weights: read from the SVD folder's
-config files (so ONNX and TensorRT backends need no PyTorch weights), saved beside exports."""
+"""What the runtime, export and engines must know about a model besides its weights: read from the
+SVD folder's config files (so ONNX and TensorRT backends need no PyTorch weights), saved beside
+exports. The one model-dimension reader: every key it needs must be present (WeightsError otherwise)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mimic.errors import WeightsError
+from mimic.files import atomic_write_text
 from mimic.mimicmotion_ref.scheduler import SchedulerConfig
 from mimic.mimicmotion_ref.weights import read_json
+from mimic.spec import ModelDims
 
 MODEL_INFO_FILE = "model_info.json"
 
@@ -23,6 +26,13 @@ class ModelInfo:
     clip_std: tuple[float, float, float]
     sigma_min: float
     sigma_max: float
+    clip_image_size: int = 224
+
+    @property
+    def dims(self) -> ModelDims:
+        """The sizes the stage shapes need (mimic.spec symbols D, C0, L, S)."""
+        return ModelDims(embed_dim=self.embed_dim, pose_channels=self.pose_channels, latent_channels=self.latent_channels,
+                         clip_image_size=self.clip_image_size)
 
     @property
     def scheduler(self) -> SchedulerConfig:
@@ -34,6 +44,7 @@ class ModelInfo:
         unet = read_json(svd_dir / "unet" / "config.json")
         vae = read_json(svd_dir / "vae" / "config.json")
         fe = read_json(svd_dir / "feature_extractor" / "preprocessor_config.json")
+        clip = read_json(svd_dir / "image_encoder" / "config.json")
         sched = SchedulerConfig.from_json_dict(read_json(svd_dir / "scheduler" / "scheduler_config.json"))
         try:
             return cls(
@@ -45,6 +56,7 @@ class ModelInfo:
                 clip_std=tuple(float(v) for v in fe["image_std"]),
                 sigma_min=sched.sigma_min,
                 sigma_max=sched.sigma_max,
+                clip_image_size=int(clip.get("image_size", 224)),  # transformers' CLIPVisionConfig default
             )
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise WeightsError(f"incomplete config in {svd_dir}: {err}") from None
@@ -60,13 +72,12 @@ class ModelInfo:
             clip_std=tuple(models.clip_std),
             sigma_min=models.scheduler.sigma_min,
             sigma_max=models.scheduler.sigma_max,
+            clip_image_size=int(models.image_encoder.config.image_size),
         )
 
     def save(self, folder: Path) -> Path:
         path = Path(folder) / MODEL_INFO_FILE
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
         return path
 
     @classmethod

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mimic.spec import COCO_WHOLEBODY_KEYPOINTS, DETECTOR_INPUT_SIZE
+
 YOLOX_STRIDES = (8, 16, 32)
 NMS_IOU_THRESHOLD = 0.45
 NMS_SCORE_THRESHOLD = 0.1
@@ -31,7 +33,7 @@ PERSON_CLASS = 0
 SIMCC_SPLIT_RATIO = 2.0
 KEYPOINT_THRESHOLD = 0.3
 
-NUM_COCO_WHOLEBODY = 133
+NUM_COCO_WHOLEBODY = COCO_WHOLEBODY_KEYPOINTS
 NUM_KEYPOINTS = 134
 NUM_BODY = 18
 NECK_INDEX = 17
@@ -43,7 +45,7 @@ _OPENPOSE_TARGETS = (1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17)
 _OPENPOSE_SOURCES = (17, 6, 8, 10, 7, 9, 12, 14, 16, 13, 15, 2, 1, 4, 3)
 
 
-def yolox_anchor_grid(input_size: int = 640) -> tuple[np.ndarray, np.ndarray]:
+def yolox_anchor_grid(input_size: int = DETECTOR_INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Anchor cell coordinates (A, 2) as (x, y) and their strides (A, 1) for a square input.
 
     Cells are row-major per level, levels in stride order 8, 16, 32 (8400 anchors at 640).

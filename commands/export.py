@@ -1,0 +1,35 @@
+"""``mimic export``'s command line, kept free of heavy imports so ``mimic --help`` starts fast."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mimic.spec import STAGE_NAMES
+
+EXPORT_HELP = """Export the model stages to ONNX for TensorRT / onnxruntime.
+
+Writes OUT/<fp32|fp16>/<stage>.onnx and OUT/export_manifest.json. fp16 graphs are strongly typed
+(precision lives in the graph: fp16 weights and activations, normalisations in fp32). --validate
+compares every graph with PyTorch (onnxruntime, CPU) at two shapes per stage and prints a table."""
+
+
+app = typer.Typer()
+
+
+@app.command("export", help=EXPORT_HELP)
+def export_cmd(
+    out: Path = typer.Option(..., "--out", help="Output folder for the ONNX graphs."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (SVD/, MimicMotion_1-1.pth)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
+    precision: str = typer.Option("both", "--precision", help="fp16 | fp32 | both."),
+    validate: bool = typer.Option(False, "--validate", help="Compare each graph with PyTorch and print a table."),
+    stage: Optional[list[str]] = typer.Option(None, "--stage", help=f"Only these stages (repeatable): {', '.join(STAGE_NAMES)}."),
+    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (18-20; default 20)."),
+) -> None:
+    from mimic.export.command import export_command
+    from mimic.export.onnx_export import DEFAULT_OPSET
+
+    export_command(out, preset=preset, weights=weights, precision=precision, validate=validate, stages=stage or None,
+                   opset=opset if opset is not None else DEFAULT_OPSET)

@@ -1,0 +1,202 @@
+"""H.264 output without holding the video in memory, and never a half-written file.
+
+:class:`VideoWriter` is the one video encoder: PyAV (libx264, yuv420p) on a background thread fed
+by a bounded queue, writing to a temporary file beside the target that is published (fsync +
+rename, :mod:`mimic.files`) only when the video is complete. It also writes variable-frame-rate
+timestamps and a display rotation. :func:`write_rgb_video` feeds it (H, W, 3) frames from any
+iterable. :class:`PngSequenceWriter` is the render-farm variant (numbered PNGs).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+from collections.abc import Iterable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from mimic.errors import InputError
+from mimic.files import publish, remove_quietly, temp_path
+from mimic.media.images import write_png
+
+_MILLISECOND = Fraction(1, 1000)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work when the output cannot be written."""
+    parent = Path(path).parent if not Path(path).is_dir() else Path(path)
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot create output folder {parent}: {err.strerror}") from None
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output folder {parent} is not writable")
+
+
+class VideoWriter:
+    """``with VideoWriter(path, fps, (H, W)) as w: w.write(frames_uint8_NCHW)``.
+
+    ``fps``: a float is rounded to the nearest fraction with denominator <= 1001 (29.97 ->
+    30000/1001); a :class:`~fractions.Fraction` is used as given. ``crf`` overrides libx264's
+    default (23). ``times_s`` (seconds, one per frame, consumed as frames are written) stores
+    millisecond presentation times: a variable frame rate file. ``rotation_deg`` stores a
+    counter-clockwise display rotation. ``container_format`` None picks the container from the
+    path's extension; the default always writes MP4. Width and height must be even.
+
+    An exception inside the ``with`` block discards the temporary file: the target is either the
+    complete previous file (if any) or the complete new one. Encoding failures surface on the next
+    :meth:`write` or on :meth:`close`: :class:`InputError` for FFmpeg and file-system errors.
+    """
+
+    def __init__(self, path: Path, fps: float | Fraction, size_hw: tuple[int, int], crf: int | None = None,
+                 max_queued_chunks: int = 4, *, times_s: Iterable[float] | None = None, rotation_deg: int = 0,
+                 codec: str = "libx264", container_format: str | None = "mp4"):
+        self.path = Path(path)
+        height, width = size_hw
+        if height % 2 or width % 2:
+            raise InputError(f"yuv420p video needs an even width and height, got {width}x{height}")
+        check_writable(self.path)
+        self.fps = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
+        self.size_hw = (height, width)
+        self.crf = crf
+        self.rotation_deg = rotation_deg
+        self.codec = codec
+        self.container_format = container_format
+        self.frames_written = 0
+        self._times = iter(times_s) if times_s is not None else None
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queued_chunks)
+        self._error: BaseException | None = None
+        self._tmp = temp_path(self.path)
+        self._thread = threading.Thread(target=self._encode, name="mimic-video-encoder", daemon=True)
+        self._thread.start()
+
+    def _encode(self) -> None:
+        import av
+
+        ended = False  # the producer's end-of-stream None was taken off the queue
+        try:
+            with av.open(str(self._tmp), mode="w", format=self.container_format) as container:
+                stream = container.add_stream(self.codec, rate=self.fps)
+                stream.height, stream.width = self.size_hw
+                stream.pix_fmt = "yuv420p"
+                if self.crf is not None:
+                    stream.options = {"crf": str(self.crf)}
+                if self.rotation_deg:
+                    stream.set_display_rotation(self.rotation_deg)
+                if self._times is not None:
+                    stream.codec_context.time_base = _MILLISECOND
+                    stream.time_base = _MILLISECOND
+                while (item := self._queue.get()) is not None:
+                    chunk, pts = item
+                    for index, frame in enumerate(chunk):
+                        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.transpose(1, 2, 0)), format="rgb24")
+                        if pts is not None:
+                            vf.pts = pts[index]
+                            vf.time_base = _MILLISECOND
+                        for packet in stream.encode(vf):
+                            container.mux(packet)
+                ended = True
+                for packet in stream.encode():
+                    container.mux(packet)
+        except BaseException as err:  # surfaced to the producer on the next write/close
+            self._error = err
+            while not ended and self._queue.get() is not None:  # drain so the producer never blocks
+                pass
+
+    def write(self, frames: np.ndarray) -> None:
+        """Queue (N, 3, H, W) uint8 RGB frames; blocks while ``max_queued_chunks`` are pending."""
+        if self._error is not None:
+            raise _write_error(self.path, self._error) from self._error
+        if frames.ndim != 4 or frames.shape[1] != 3 or tuple(frames.shape[2:]) != tuple(self.size_hw) or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 (N, 3, {self.size_hw[0]}, {self.size_hw[1]}) frames, got {frames.dtype} {frames.shape}")
+        pts = None
+        if self._times is not None:
+            pts = [round(t * 1000) for t in itertools.islice(self._times, len(frames))]
+            if len(pts) < len(frames):
+                raise ValueError(f"times_s ended after {self.frames_written + len(pts)} frames")
+        self._queue.put((frames.copy(), pts))
+        self.frames_written += len(frames)
+
+    def close(self, commit: bool = True) -> None:
+        """Finish encoding; publish the file when ``commit`` (and frames were written), else discard it."""
+        self._queue.put(None)
+        self._thread.join()
+        if commit and self._error is None and self.frames_written > 0:
+            try:
+                publish(self._tmp, self.path)
+            except OSError as err:
+                remove_quietly(self._tmp)
+                raise _write_error(self.path, err) from err
+            return
+        remove_quietly(self._tmp)
+        if commit and self._error is not None:
+            raise _write_error(self.path, self._error) from self._error
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(commit=exc_type is None)
+
+
+def write_rgb_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, *,
+                    times_s: Iterable[float] | None = None, rotation_deg: int = 0,
+                    codec: str = "libx264") -> Path:
+    """Encode RGB uint8 (H, W, 3) frames with :class:`VideoWriter` (yuv420p, libx264 defaults,
+    CRF 23; the container follows the extension), atomically; returns ``path``.
+
+    ``fps`` is kept to a denominator of 10⁶. ``times_s`` gives per-frame presentation times
+    (millisecond precision) for variable frame rate files; ``rotation_deg`` stores a
+    counter-clockwise display rotation. Width and height must be even.
+    """
+    path = Path(path)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise InputError(f"no frames to write to {path}")
+    rate = Fraction(fps).limit_denominator(1_000_000)
+    with VideoWriter(path, rate, first.shape[:2], times_s=times_s, rotation_deg=rotation_deg, codec=codec,
+                     container_format=None) as writer:
+        for image in itertools.chain([first], frames):
+            writer.write(image.transpose(2, 0, 1)[None])
+    return path
+
+
+class PngSequenceWriter:
+    """Numbered PNGs ``frame_000001.png`` ... into a folder; each file is published atomically."""
+
+    def __init__(self, folder: Path, start: int = 1):
+        self.folder = Path(folder)
+        check_writable(self.folder / "x")
+        self.index = start
+        self.frames_written = 0
+
+    def write(self, frames: np.ndarray) -> None:
+        for frame in frames:
+            write_png(self.folder / f"frame_{self.index:06d}.png", frame.transpose(1, 2, 0))
+            self.index += 1
+            self.frames_written += 1
+
+    def close(self, commit: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> "PngSequenceWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+
+def _write_error(path: Path, err: BaseException) -> Exception:
+    """One line for FFmpeg and file-system errors (:class:`InputError`); anything else is a bug."""
+    import av
+
+    from mimic.media.video_reader import _reason
+
+    if isinstance(err, (av.error.FFmpegError, OSError)):
+        return InputError(f"cannot write video {path}: {_reason(err)}")
+    return RuntimeError(f"video encoder failed: {err}")

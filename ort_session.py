@@ -1,0 +1,85 @@
+"""The one onnxruntime session factory and its one CUDA policy.
+
+* ``device="cpu"``: the CPU execution provider (``log_severity_level`` 3: onnxruntime warns about
+  fp16 nodes it cannot constant-fold on the CPU).
+* ``device="cuda[:N]"``: the CUDA execution provider on device N, or an :class:`EngineError` that
+  says what to install. Never a silent CPU fallback: asking for CUDA and getting the CPU would make
+  a run hundreds of times slower without a word. onnxruntime can also *drop* the CUDA provider
+  when creating a session (its CUDA/cuDNN libraries fail to load); that is caught here too.
+
+onnxruntime is imported lazily (``mimic --help`` and torch-free code never pay for it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mimic.errors import EngineError, MimicError
+
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+INSTALL_ADVICE = (
+    "install onnxruntime-gpu, and not the CPU `onnxruntime` wheel beside it (both provide the same module; "
+    "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`)"
+)
+
+
+def _device(device: Any) -> tuple[str, int]:
+    """``("cpu"|"cuda", index)`` of a torch device, a device string or None (= cpu)."""
+    if device is None:
+        return "cpu", 0
+    kind = getattr(device, "type", None)
+    if kind is not None:
+        return str(kind), int(getattr(device, "index", None) or 0)
+    text = str(device)
+    kind, _, index = text.partition(":")
+    return kind, int(index) if index else 0
+
+
+def cuda_available() -> bool:
+    """True when the installed onnxruntime has the CUDA execution provider."""
+    import onnxruntime as ort
+
+    return CUDA_PROVIDER in ort.get_available_providers()
+
+
+def providers_for(device: Any) -> list:
+    """The provider list for ``device``; EngineError when CUDA is asked for and onnxruntime lacks it."""
+    import onnxruntime as ort
+
+    kind, index = _device(device)
+    if kind == "cuda":
+        if CUDA_PROVIDER not in ort.get_available_providers():
+            raise EngineError(f"onnxruntime {ort.__version__} has no CUDA provider here: {INSTALL_ADVICE}; or use --device cpu")
+        return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
+    if kind != "cpu":
+        raise EngineError(f"onnxruntime runs on cpu or cuda, not {kind}")
+    return [CPU_PROVIDER]
+
+
+def create_session(path: str | Path, device: Any = "cpu", threads: int | None = None, *, disable_prepacking: bool = False,
+                   error: type[MimicError] = EngineError, label: str | None = None):
+    """An ``onnxruntime.InferenceSession`` for the graph at ``path`` on ``device``.
+
+    ``threads``: intra-op threads (None = onnxruntime's default). ``disable_prepacking``: no second,
+    pre-packed copy of the weights (validation of the full-size UNet on a 24 GB machine).
+    A graph onnxruntime cannot load raises ``error`` (EngineError by default) naming ``label``
+    (default: the path).
+    """
+    import onnxruntime as ort
+
+    providers = providers_for(device)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # ORT warns about fp16 nodes it cannot constant-fold on CPU
+    if threads:
+        opts.intra_op_num_threads = threads
+    if disable_prepacking:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as err:  # onnxruntime raises its own untyped errors for bad files
+        raise error(f"onnxruntime cannot load {label or path}: {str(err).splitlines()[0][:200] if str(err) else type(err).__name__}") from None
+    if _device(device)[0] == "cuda" and CUDA_PROVIDER not in sess.get_providers():
+        raise EngineError(f"onnxruntime could not start its CUDA provider for {label or path} (CUDA/cuDNN libraries missing or "
+                          f"mismatched?): {INSTALL_ADVICE}; or use --device cpu")
+    return sess

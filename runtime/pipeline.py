@@ -1,0 +1,251 @@
+"""The one pipeline: ``generate()`` renders one job, top to bottom.
+
+Every way of running the engine goes through it: ``MimicMotion.render`` (the Python API and
+``mimic run``), the overlapped ``JobExecutor`` (which runs several ``generate()`` calls at once and
+only gates step 6 so one job denoises at a time), ``mimic demo`` and every benchmark.
+
+    1. inputs      reference image cropped to the output size; driving source opened
+    2. poses       DWPose (or a pose file / drawn frames), retargeted, drawn lazily per window
+    3. image embedding     CLIP image embedding of the reference (CFG pair: zeros, embedding)
+    4. reference latents   VAE posterior mean of the (noise-augmented) reference
+    5. conditioning        added time ids, the Karras schedule, the initial noise
+    6. denoising   windowed CFG denoising with progressive latent fusion (``denoise.py``)
+    7. decode + write      temporal-decoder chunks streamed to the writer in order; report
+
+Numerically this is the reference pipeline (``mimicmotion_ref.pipeline``): same preprocessing, same
+random draws for a seed (pixel noise in step 4, then one window of latent noise in step 5), same
+fusion, guidance and Euler step; restructured for speed and bounded host memory.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from mimic.mimicmotion_ref import preprocess as pre
+from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.mimicmotion_ref.model_info import ModelInfo
+from mimic.mimicmotion_ref.pipeline import check_shapes
+from mimic.mimicmotion_ref.windows import tile_noise
+from mimic.runtime.backend_api import Backend
+from mimic.runtime.denoise import Conditioning, check_finite, denoise, plan_denoise
+from mimic.runtime.inputs import JobInputs, prepare_poses, read_inputs
+from mimic.runtime.jobs import Job
+from mimic.runtime.report import JobReport, write_report
+from mimic.spec import StageName
+from mimic.spec import TensorName as N
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Components:
+    """What ``generate()`` needs that is loaded once and shared by every job."""
+
+    backend: Backend
+    info: ModelInfo
+    dtype: torch.dtype
+    base_config: GenerationConfig
+    detector: Callable[[], Any]  # the DWPose detector, created on first use
+    pad_short: bool = True  # pad clips shorter than a window (else an InputError)
+    audio: bool = False  # copy the driving video's audio into mp4 outputs
+    facts: dict = field(default_factory=dict)  # backend / device / precision, for the run report
+
+    @property
+    def device(self) -> torch.device:
+        return self.backend.device
+
+
+class FrameSink(Protocol):
+    """Where step 7 puts frames: a video or PNG writer (``mimic.media``), or a benchmark's counter."""
+
+    frames_written: int
+
+    def write(self, frames: np.ndarray) -> None: ...
+
+
+class Hooks:
+    """Callbacks ``generate()`` calls; override what you need (all no-ops here).
+
+    ``on_stage_end``: after each timed phase (inputs, encode, denoise, decode_write) with seconds.
+    ``on_progress``: after every UNet call, (done, total) over windows x steps.
+    ``on_step_end``: after every denoising step with the fused latents (checkpoints, previews); the
+    tensor is reused as working memory afterwards: copy or save it during the call.
+    ``denoise_turn``: a context manager around step 6 (the executor lets one job denoise at a time).
+    """
+
+    def on_stage_end(self, name: str, seconds: float) -> None:
+        pass
+
+    def on_progress(self, done: int, total: int) -> None:
+        pass
+
+    def on_step_end(self, step: int, num_steps: int, latents: torch.Tensor) -> None:
+        pass
+
+    def denoise_turn(self):
+        return contextlib.nullcontext()
+
+    synchronize = False  # True: phase timings wait for the device (benchmarks)
+
+
+class FrameCollector:
+    """A sink that keeps the frames (tests, benchmarks): ``frames()`` -> uint8 (n, 3, H, W)."""
+
+    def __init__(self, keep: bool = True):
+        self.keep, self.chunks, self.frames_written = keep, [], 0
+
+    def write(self, frames: np.ndarray) -> None:
+        self.frames_written += len(frames)
+        if self.keep:
+            self.chunks.append(frames)
+
+    def frames(self) -> np.ndarray | None:
+        return np.concatenate(self.chunks) if self.chunks else None
+
+
+def in_memory_job(config: GenerationConfig) -> Job:
+    """A job whose inputs are given to ``generate(inputs=...)`` and whose frames go to a sink."""
+    memory = Path("<in-memory>")
+    return Job(reference=memory, pose_frames=memory, out=memory, overrides=config.to_dict())
+
+
+@torch.inference_mode()
+def generate(
+    c: Components,
+    job: Job,
+    *,
+    inputs: JobInputs | None = None,
+    sink: FrameSink | None = None,
+    hooks: Hooks | None = None,
+    stream=None,
+    noise: torch.Tensor | None = None,
+    resume: tuple[int, torch.Tensor] | None = None,
+) -> JobReport:
+    """Render ``job`` and return its report.
+
+    ``inputs``: already-read inputs (steps 1-2 skipped; the demo and benchmarks use this).
+    ``sink``: receive the frames instead of writing ``job.out`` (no file, no report is written).
+    ``stream``: the CUDA stream every stage is enqueued on (None: the current stream).
+    ``noise``: the initial latent noise (1, F, 4, h, w) instead of the seeded draw (parity tests).
+    ``resume``: (k, latents) saved by ``Hooks.on_step_end`` after step k of the same job: steps 1-5
+    run as usual (they are deterministic for the seed), then denoising continues from step k + 1;
+    the result is identical to an uninterrupted run.
+    """
+    hooks = hooks or Hooks()
+    report = JobReport(job)
+    config = job.config(c.base_config)
+    backend, dt, dev = c.backend, c.dtype, c.device
+    timer = _PhaseTimer(report, hooks, dev)
+
+    with timer("inputs"):
+        # 1. inputs
+        if inputs is None:
+            raw = read_inputs(job, config)
+            # 2. poses
+            inputs = prepare_poses(raw, config, c.detector, pad=c.pad_short)
+        report.warnings += inputs.warnings
+        num_frames, height, width = check_shapes(inputs.reference, len(inputs.poses), (inputs.poses.height, inputs.poses.width), config.window)
+
+    with timer("encode"):
+        generator = torch.Generator().manual_seed(config.seed)
+        reference = pre.upstream_pixel_roundtrip(inputs.reference, dt)
+        # 3. image embedding
+        clip = pre.clip_pixels(reference, c.info.clip_mean, c.info.clip_std).to(dev, dt)
+        embeds = backend.run(StageName.IMAGE_ENCODER, {N.PIXEL_VALUES: clip}, stream)[N.IMAGE_EMBEDS].to(dt).unsqueeze(1)
+        # 4. reference latents (noise augmentation: the job's first random draw)
+        pixels = pre.vae_pixels(reference)
+        pixel_noise = torch.randn(pixels.shape, generator=generator, dtype=pixels.dtype)
+        pixels = (pixels + config.noise_aug_strength * pixel_noise).to(dev, dt)
+        ref_latents = backend.run(StageName.VAE_ENCODER, {N.IMAGE: pixels}, stream)[N.LATENT_MEAN].to(dt)
+        # 5. conditioning: CFG pairs [uncond, cond], added time ids, schedule, initial noise (second draw)
+        cond = Conditioning(
+            image_embeds=torch.cat([torch.zeros_like(embeds), embeds]),
+            ref_latents=torch.cat([torch.zeros_like(ref_latents), ref_latents]),
+            added_time_ids=torch.tensor([[config.fps_cond - 1, config.motion_bucket_id, config.noise_aug_strength]], dtype=dt, device=dev).repeat(2, 1),
+        )
+        plan = plan_denoise(num_frames, config, c.info.scheduler, dt, dev, start_step=resume[0] if resume else 0)
+        if noise is None:
+            window_noise = torch.randn((1, config.window, c.info.latent_channels, height // 8, width // 8), generator=generator, dtype=dt)
+            noise = tile_noise(window_noise, num_frames)
+        latents = noise.to(dev, dt) * plan.schedule.init_noise_sigma
+        if resume is not None:
+            latents = resume[1].to(dev, dt)
+
+    # 6. windowed denoising with progressive latent fusion
+    with hooks.denoise_turn(), timer("denoise"):
+        latents = denoise(backend, plan, cond, inputs.poses, latents, hooks)
+    del cond
+
+    with timer("decode_write"):
+        # 7. streamed decode, frame 0 (the reference slot) and padding dropped, written in order
+        with contextlib.ExitStack() as stack:
+            writer = sink if sink is not None else stack.enter_context(_open_writer(job, inputs, (height, width)))
+            for start, frames in decode_frames(backend, latents, c.info.scaling_factor, config.decode_chunk, stream):
+                keep = frames[max(0, 1 - start) : max(0, 1 + inputs.num_output - start)]
+                if len(keep):
+                    writer.write(keep)
+        report.frames = writer.frames_written
+        if sink is None:
+            report.output = Path(job.out)
+            if c.audio and inputs.audio_source is not None and not job.writes_png_sequence:
+                _copy_audio(job, inputs, report)
+    if sink is None:
+        write_report(job, report, config, c.facts)
+    return report
+
+
+def decode_frames(backend: Backend, latents: torch.Tensor, scaling_factor: float, chunk: int, stream=None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first_frame_index, uint8 (n, 3, H, W)) per temporal-decoder chunk, frame 0 included."""
+    z = latents.flatten(0, 1) / scaling_factor
+    for s in range(0, z.shape[0], chunk):
+        frames = backend.run(StageName.VAE_DECODER, {N.LATENTS: z[s : s + chunk]}, stream)[N.FRAMES]
+        check_finite(frames, f"decoded frames {s}..{s + frames.shape[0] - 1}", frames.dtype)
+        frames = frames.float().cpu()
+        yield s, ((frames / 2 + 0.5).clamp(0, 1) * 255.0).to(torch.uint8).numpy()
+
+
+def _open_writer(job: Job, inputs: JobInputs, hw: tuple[int, int]):
+    from mimic.media.video_writer import PngSequenceWriter, VideoWriter
+
+    return PngSequenceWriter(job.out) if job.writes_png_sequence else VideoWriter(job.out, inputs.output_fps, hw)
+
+
+def _copy_audio(job: Job, inputs: JobInputs, report: JobReport) -> None:
+    from mimic.media.audio import mux_audio
+
+    duration = report.frames / inputs.output_fps
+    if inputs.pose_fps and abs(inputs.pose_fps - inputs.output_fps) > 1e-3:
+        report.warnings.append(
+            f"output plays at {inputs.output_fps:g} fps but the sampled motion is {inputs.pose_fps:g} fps: "
+            f"audio follows the source clock and will drift (use --fps {inputs.pose_fps:g})"
+        )
+    if not mux_audio(job.out, inputs.audio_source, inputs.audio_start_s, duration):
+        report.warnings.append(f"{inputs.audio_source} has no audio stream to copy")
+
+
+class _PhaseTimer:
+    """``with timer(name):`` records the phase's seconds in the report and tells the hooks."""
+
+    def __init__(self, report: JobReport, hooks: Hooks, device: torch.device):
+        self.report, self.hooks = report, hooks
+        self.sync = hooks.synchronize and device.type == "cuda"
+        self.device = device
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        yield
+        if self.sync:
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        self.report.seconds[name] = seconds
+        self.hooks.on_stage_end(name, seconds)

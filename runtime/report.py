@@ -1,0 +1,50 @@
+"""The JSON run report written beside each output (config, seed, backend, timings, warnings,
+versions), so every render can be reproduced and audited."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mimic.files import atomic_write_text
+from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.runtime.jobs import Job
+
+
+@dataclass
+class JobReport:
+    job: Job
+    output: Path | None = None
+    frames: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def report_path(job: Job) -> Path:
+    out = Path(job.out)
+    return out / "report.json" if job.writes_png_sequence else out.with_name(out.name + ".report.json")
+
+
+def write_report(job: Job, report: JobReport, config: GenerationConfig, facts: dict) -> Path:
+    """``facts``: backend, device and precision of the run."""
+    from mimic.fingerprint import versions
+
+    data = {
+        "reference": str(job.reference),
+        "driving": str(job.driving or job.poses or job.pose_frames),
+        "output": str(report.output) if report.output else None,
+        "frames": report.frames,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "backend": facts.get("backend"),
+        "device": facts.get("device"),
+        "precision": facts.get("precision"),
+        "seconds": {k: round(v, 4) for k, v in report.seconds.items()},
+        "warnings": report.warnings,
+        "error": report.error,
+        "versions": versions(),
+    }
+    path = report_path(job)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path
