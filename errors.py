@@ -41,3 +41,19 @@ class NumericsError(MimicError):
     """NaN/Inf appeared in a computation; the job stops instead of writing black frames."""
 
     exit_code = 6
+
+
+class OutOfMemoryError(MimicError):
+    """The device ran out of memory: lower --resolution, --window or --decode-chunk, or use a bigger
+    GPU. Not a bad input: a farm may retry it on another worker."""
+
+    exit_code = 7
+
+
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM (raised by the CLI's signal handlers): the run unwinds, temporary files are
+    removed, outputs stay as they were. A BaseException, so no ``except Exception`` swallows it."""
+
+    def __init__(self, signal_name: str = "SIGINT", exit_code: int = 130):
+        super().__init__(signal_name)
+        self.signal_name, self.exit_code = signal_name, exit_code

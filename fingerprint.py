@@ -6,8 +6,9 @@ the engine store's manifests (tool versions) and the export freshness record (to
 Safe on any machine and cheap to import (layer 0: nothing heavy at import time):
 
 * the GPU is probed with ``cuda.bindings.runtime.cudaGetDeviceCount()``, which returns an error
-  tuple instead of raising on a machine without a driver (``cuInit`` is never called), then, only
-  when that fails to describe the device, through torch (imported lazily);
+  tuple instead of raising on a machine without a driver (``cuInit`` is never called); when that
+  probe fails or cuda-python is absent, torch's ``torch.cuda.device_count()`` decides (imported
+  lazily: cuda-python 13 reports no GPU on CUDA 12 drivers where torch runs fine);
 * TensorRT is identified from package metadata only: no TensorRT module is imported here, so no
   TensorRT runtime object can ever be created on a machine without a GPU (that segfaults at
   interpreter exit).
@@ -100,32 +101,50 @@ def _ok(err) -> bool:
     return int(err) == 0  # cudaSuccess
 
 
-def cuda_device_count() -> int:
-    """Number of CUDA devices; 0 without cuda-python, a driver or a GPU. Never raises."""
+def _cuda_python_probe() -> tuple[int, str | None]:
+    """``(count, why none)`` from cuda-python's ``cudaGetDeviceCount`` (never raises)."""
     rt = _cuda_runtime()
     if rt is None:
-        return 0
+        return 0, "cuda-python (cuda.bindings) is not installed"
     try:
         err, count = rt.cudaGetDeviceCount()
+    except Exception as exc:  # pragma: no cover - defensive
+        return 0, f"cudaGetDeviceCount raised {type(exc).__name__}: {exc}"
+    if not _ok(err):
+        return 0, f"cuda-python: {getattr(err, 'name', str(err))}"
+    if not count:
+        return 0, "no CUDA device found"
+    return int(count), None
+
+
+def _torch_device_count() -> int:
+    """CUDA devices torch sees (0 for a CPU build or without a driver; never raises). torch's own
+    probe goes through its CUDA runtime, which is what runs the work, so where it sees a GPU there
+    is one, even when cuda-python's probe failed (cuda-python 13 on a CUDA 12 driver answers
+    ``cudaErrorInsufficientDriver``; a bare machine may have no cuda-python at all)."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
     except Exception:
         return 0
-    return int(count) if _ok(err) and count else 0
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices; 0 without a driver or a GPU. Never raises.
+
+    cuda-python's ``cudaGetDeviceCount`` first (no torch import); when it fails or is absent,
+    torch's count (imported lazily)."""
+    count, _ = _cuda_python_probe()
+    return count or _torch_device_count()
 
 
 def cuda_probe_error() -> str | None:
     """Why there is no usable GPU (e.g. ``cudaErrorInsufficientDriver``), or None when there is one."""
-    rt = _cuda_runtime()
-    if rt is None:
-        return "cuda-python (cuda.bindings) is not installed"
-    try:
-        err, count = rt.cudaGetDeviceCount()
-    except Exception as exc:  # pragma: no cover - defensive
-        return f"cudaGetDeviceCount raised {type(exc).__name__}: {exc}"
-    if not _ok(err):
-        return getattr(err, "name", str(err))
-    if not count:
-        return "no CUDA device found"
-    return None
+    count, why = _cuda_python_probe()
+    if count or _torch_device_count():
+        return None
+    return f"{why}; torch sees no CUDA device either"
 
 
 def gpu_properties(index: int = 0) -> dict | None:
@@ -134,6 +153,8 @@ def gpu_properties(index: int = 0) -> dict | None:
     if cuda_device_count() <= index:
         return None
     rt = _cuda_runtime()
+    if rt is None or _cuda_python_probe()[0] <= index:  # only torch sees the device
+        return _torch_gpu_properties(index)
     try:
         err, props = rt.cudaGetDeviceProperties(index)
         if _ok(err):

@@ -1,8 +1,8 @@
 """Logging for the engine: modules log with ``logging.getLogger(__name__)``; the CLI (or an
 embedding application) decides where it goes.
 
-``setup_cli_logging()`` is what ``mimic`` uses: INFO and above from the ``mimic`` loggers as plain
-lines on stdout (warnings prefixed ``warning:``), third-party chatter at WARNING on stderr. The
+``setup_cli_logging()`` is what ``mimic`` uses: INFO and WARNING from the ``mimic`` loggers as plain
+lines on stdout (warnings prefixed ``warning:``), ERROR and above on stderr. The
 handler looks ``sys.stdout`` up on every record, so redirections made after set-up (pytest's
 capture, a caller's ``contextlib.redirect_stdout``) still see the lines.
 """
@@ -18,7 +18,7 @@ class _StdoutHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = self.format(record)
-            stream = sys.stdout
+            stream = sys.stderr if record.levelno >= logging.ERROR else sys.stdout
             stream.write(msg + "\n")
             stream.flush()
         except Exception:  # pragma: no cover - logging must never raise
@@ -28,8 +28,10 @@ class _StdoutHandler(logging.Handler):
 class _PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
-        if record.levelno >= logging.WARNING and not msg.startswith(("warning:", "error:")):
+        if record.levelno == logging.WARNING and not msg.startswith(("warning:", "error:")):
             msg = f"warning: {msg}"
+        if record.exc_info:
+            msg = f"{msg}\n{self.formatException(record.exc_info)}"
         return msg
 
 

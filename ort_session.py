@@ -7,21 +7,63 @@
   a run hundreds of times slower without a word. onnxruntime can also *drop* the CUDA provider
   when creating a session (its CUDA/cuDNN libraries fail to load); that is caught here too.
 
+One dependency story: ``onnxruntime`` (CPU) and ``onnxruntime-gpu`` (CUDA) install the same
+module, and with both installed the last one wins (the CUDA provider may vanish; onnxruntime
+issue 26996). The project therefore depends on neither directly: the ``cpu`` extra brings
+``onnxruntime``, the ``gpu`` extra ``onnxruntime-gpu``, and :func:`import_onnxruntime` checks the
+install on first use: none installed, or both, is a one-line error naming the exact command
+(both on a CPU-only run: a warning, since the CPU provider is in either).
+
 onnxruntime is imported lazily (``mimic --help`` and torch-free code never pay for it).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from mimic.errors import EngineError, MimicError
 
+log = logging.getLogger(__name__)
+
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu")
 INSTALL_ADVICE = (
     "install onnxruntime-gpu, and not the CPU `onnxruntime` wheel beside it (both provide the same module; "
-    "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`)"
+    "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`, or `pip install 'mimic-engine[gpu]'` "
+    "into an environment without `onnxruntime`)"
 )
+MISSING_ADVICE = ("onnxruntime is not installed: `pip install 'mimic-engine[cpu]'` (the onnxruntime CPU wheel) or "
+                  "`pip install 'mimic-engine[gpu]'` (onnxruntime-gpu, for CUDA); never both")
+_warned_both = False
+
+
+def installed_distributions() -> list[str]:
+    """Which onnxruntime distributions are installed (package metadata; nothing is imported)."""
+    from mimic.fingerprint import package_version
+
+    return [d for d in ORT_DISTRIBUTIONS if package_version(d)]
+
+
+def import_onnxruntime(device: Any = "cpu"):
+    """The onnxruntime module, after the install check for ``device`` (see the module docstring)."""
+    global _warned_both
+    kind, _ = _device(device)
+    dists = installed_distributions()
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        detail = f" ({', '.join(dists)} installed but broken: {str(err).splitlines()[0][:120]})" if dists else ""
+        raise EngineError(MISSING_ADVICE + detail) from None
+    if len(dists) > 1:
+        msg = f"both {' and '.join(dists)} are installed; they provide the same module and the last one installed wins"
+        if kind == "cuda":
+            raise EngineError(f"{msg} (the CUDA provider may be gone): {INSTALL_ADVICE}")
+        if not _warned_both:
+            _warned_both = True
+            log.warning(f"{msg}; fine on the CPU, but for CUDA {INSTALL_ADVICE}")
+    return ort
 
 
 def _device(device: Any) -> tuple[str, int]:
@@ -38,15 +80,17 @@ def _device(device: Any) -> tuple[str, int]:
 
 def cuda_available() -> bool:
     """True when the installed onnxruntime has the CUDA execution provider."""
-    import onnxruntime as ort
+    try:
+        ort = import_onnxruntime("cuda")
+    except EngineError:
+        return False
 
     return CUDA_PROVIDER in ort.get_available_providers()
 
 
 def providers_for(device: Any) -> list:
     """The provider list for ``device``; EngineError when CUDA is asked for and onnxruntime lacks it."""
-    import onnxruntime as ort
-
+    ort = import_onnxruntime(device)
     kind, index = _device(device)
     if kind == "cuda":
         if CUDA_PROVIDER not in ort.get_available_providers():
@@ -66,8 +110,7 @@ def create_session(path: str | Path, device: Any = "cpu", threads: int | None = 
     A graph onnxruntime cannot load raises ``error`` (EngineError by default) naming ``label``
     (default: the path).
     """
-    import onnxruntime as ort
-
+    ort = import_onnxruntime(device)
     providers = providers_for(device)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # ORT warns about fp16 nodes it cannot constant-fold on CPU

@@ -255,6 +255,8 @@ class TensorName:
 
 # The released MimicMotion 1.1 window (upstream's misnamed ``num_frames``); 1.0 used 16.
 DEFAULT_WINDOW = 72
+# Engine builds: workspace cap (TensorRT #4360: the 72-frame MimicMotion UNet builds with an 8 GiB cap).
+DEFAULT_WORKSPACE_GB = 8.0
 RELEASED_WINDOWS = (72, 16)
 
 # DWPose input geometry (released models): YOLOX letterbox side and the RTMPose crop (width, height).

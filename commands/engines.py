@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from mimic.engine.command import DEFAULT_WORKSPACE_GB, build_engines_command, refit_unet_command
+from mimic.spec import DEFAULT_WORKSPACE_GB
 
 BUILD_HELP = """Export FP16 ONNX and build one TensorRT engine per stage into OUT.
 
@@ -41,6 +41,8 @@ def build_engines(
     stage: Optional[list[str]] = typer.Option(None, "--stage", help="Only these stages (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Re-export and rebuild even when up to date."),
 ) -> None:
+    from mimic.engine.command import build_engines_command
+
     build_engines_command(out, preset=preset, weights=weights, shapes=shapes, window=window, target=target,
                           optimization_level=optimization_level, workspace_gb=workspace_gb, timing_cache=timing_cache,
                           use_timing_cache=not no_timing_cache, refittable=refittable, stages=stage or None, force=force,
@@ -72,4 +74,6 @@ def refit_unet(
     preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the comparison with a fresh build (not recommended)."),
 ) -> None:
+    from mimic.engine.command import refit_unet_command
+
     refit_unet_command(engines, preset=preset, weights=weights, checkpoint=checkpoint, verify=not no_verify)

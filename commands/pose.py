@@ -33,8 +33,16 @@ def pose(
 
     if out.suffix.lower() != ".npz":
         raise InputError(f"the pose file must end in .npz, got {out}")
+    if preview is not None and preview.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise InputError(f"--preview {preview}: use an .mp4/.mov/.mkv file")
+    source = video.expanduser().resolve()
+    for flag, target in (("--out", out), ("--preview", preview)):
+        if target is not None and target.expanduser().resolve() == source:
+            raise InputError(f"{flag} {target} is the input video: choose another output")
     probe_video(video)
-    check_writable(out)
+    check_writable(out, what="--out")
+    if preview is not None:
+        check_writable(preview, what="--preview")
     det, pose_path = dwpose_paths(preset, weights, det_model, pose_model)
     summary = pose_command(video, out, det, pose_path, preview=preview, sample_stride=sample_stride, device=device, batch_size=batch_size)
     typer.echo(json.dumps(summary, indent=2))

@@ -9,7 +9,7 @@ import time
 
 import typer
 
-from mimic.errors import InputError
+from mimic.errors import InputError, MimicError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ def run(
     no_pad: bool = typer.Option(False, "--no-pad", help="Fail instead of padding clips shorter than a window."),
     sequential: bool = typer.Option(False, "--sequential", help="Do not overlap stages across jobs."),
     audio: bool = typer.Option(False, "--audio", help="Copy the driving video's audio (aligned to the sampled frames)."),
+    checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="Save each job's latents every N denoising steps, to resume an interrupted job (0: never)."),
+    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Folder for resume checkpoints (default: OUT.checkpoint/ beside each output)."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Start over even where a checkpoint of the same job exists."),
+    progress: str = typer.Option("auto", "--progress", help="auto (bar or plain lines on stderr) | openjd (openjd_progress/openjd_status lines on stdout) | none."),
+    job_index: Optional[int] = typer.Option(None, "--job-index", help="Render only job N (1-based) of --jobs: one task per job on a render farm."),
 ) -> None:
     overrides = dict(
         window=window, overlap=overlap, steps=steps, guidance_min=guidance_min, guidance_max=guidance_max, seed=seed,
@@ -67,59 +72,113 @@ def run(
         if guidance_min is not None or guidance_max is not None:
             raise InputError("give --guidance or --guidance-min/--guidance-max, not both")
         overrides["guidance_min"] = overrides["guidance_max"] = guidance
-    failed = run_command(
-        ref=ref, driving=driving, pose=pose, pose_frames=pose_frames, ref_pose=ref_pose, out=out, jobs_file=jobs,
-        config_file=config, weights=weights, preset=preset, svd=svd, checkpoint=checkpoint, engines=engines,
-        onnx_dir=onnx_dir, backend=backend, device=device, precision=precision,
-        overrides={k: v for k, v in overrides.items() if v is not None}, pad=not no_pad, overlap_jobs=not sequential, audio=audio,
-    )
+    resumable = dict(checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=not no_resume, progress=progress, job_index=job_index)
+    try:
+        failed = run_command(
+            **resumable, ref=ref, driving=driving, pose=pose, pose_frames=pose_frames, ref_pose=ref_pose, out=out, jobs_file=jobs,
+            config_file=config, weights=weights, preset=preset, svd=svd, checkpoint=checkpoint, engines=engines,
+            onnx_dir=onnx_dir, backend=backend, device=device, precision=precision,
+            overrides={k: v for k, v in overrides.items() if v is not None}, pad=not no_pad, overlap_jobs=not sequential, audio=audio,
+        )
+    except MimicError as err:
+        if progress == "openjd":  # the scheduler shows why the task failed
+            typer.echo(f"openjd_fail: {err}")
+        raise
     if failed:
+        if progress == "openjd":
+            typer.echo(f"openjd_fail: {failed} job(s) failed")
         raise typer.Exit(code=1)
 
 
 def run_command(*, ref, driving, pose, pose_frames, ref_pose, out, jobs_file, config_file, weights, preset, svd, checkpoint,
-                engines, onnx_dir, backend, device, precision, overrides, pad, overlap_jobs, audio=False) -> int:
+                engines, onnx_dir, backend, device, precision, overrides, pad, overlap_jobs, audio=False,
+                checkpoint_every=1, checkpoint_dir=None, resume=True, progress="auto", job_index=None) -> int:
     """Validate everything, load the backend once, render every job through the one pipeline
     (``mimic.runtime.pipeline.generate``, overlapped across jobs by the executor). Returns the
     number of failed jobs."""
+    import torch
+
     from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
     from mimic.runtime.executor import JobExecutor
-    from mimic.runtime.inputs import rounded_resolution, validate_job
+    from mimic.runtime.inputs import rounded_resolution
     from mimic.runtime.jobs import build_jobs, settings_from_file
-    from mimic.runtime.progress import ProgressHooks
+    from mimic.runtime.checkpoint import checkpoint_policy
+    from mimic.runtime.progress import progress_hooks
+    from mimic.runtime.memory import preflight
     from mimic.runtime.service import MimicMotion, RuntimeOptions
 
     options = RuntimeOptions(backend=backend, device=device, precision=precision, onnx_dir=onnx_dir, engines=engines, pad_short=pad, audio=audio)
     file_overrides, config_jobs = settings_from_file(config_file) if config_file else ({}, [])
     settings = {**file_overrides, **overrides}
     if "resolution" in settings:
-        settings["resolution"], warning = rounded_resolution(int(settings["resolution"]))
+        settings["resolution"], warning = rounded_resolution(settings["resolution"])
         if warning:
             log.warning(f"warning: {warning}")
     base = default_generation(preset).with_overrides(**settings)
     jobs = build_jobs(ref, driving, pose, pose_frames, ref_pose, out, jobs_file, config_jobs)
-    outs = [Path(j.out).resolve() for j in jobs]
-    if len(set(outs)) != len(outs):
-        raise InputError("two jobs write the same output")
-    for job in jobs:
-        validate_job(job)
-        job.config(base)  # job overrides are valid
+    if progress not in ("auto", "openjd", "none"):
+        raise InputError(f"--progress must be auto, openjd or none, got {progress!r}")
+    if checkpoint_every < 0:
+        raise InputError(f"--checkpoint-every must be >= 0 (0: no checkpoints), got {checkpoint_every}")
+    if job_index is not None:
+        if not 1 <= job_index <= len(jobs):
+            raise InputError(f"--job-index must be in 1..{len(jobs)} (the jobs file has {len(jobs)} jobs), got {job_index}")
+        jobs = [jobs[job_index - 1]]
     layout = layout_from_options(preset=preset, weights=weights, svd=svd, checkpoint=checkpoint)
+    runnable, refused = check_jobs(jobs, base, audio, lambda cfg: preflight(layout, cfg, options.backend, options.device, options.dtype == torch.float32))
+    if refused and not runnable:
+        log.error(f"0 done, {len(refused)} failed")
+        return len(refused)
 
     log.info(f"loading {options.backend} backend on {options.device} ...")
     t0 = time.perf_counter()
     with MimicMotion(layout, options, base) as mm:
         log.info(f"  loaded in {time.perf_counter() - t0:.1f} s")
-        reports = JobExecutor(mm, overlap=overlap_jobs and len(jobs) > 1).run(
-            jobs, hooks_for=lambda k, job: ProgressHooks(f"[{k + 1}/{len(jobs)}] {Path(job.out).name}"), raise_errors=len(jobs) == 1
+        hooks_for, _ = progress_hooks(progress, len(runnable))
+        policy = checkpoint_policy(mm, checkpoint_every, checkpoint_dir, resume)
+        reports = JobExecutor(mm, overlap=overlap_jobs and len(runnable) > 1, checkpoints=policy).run(
+            runnable, hooks_for=hooks_for, raise_errors=len(jobs) == 1,
+            numbers=[jobs.index(job) + 1 for job in runnable],
         )
-    failed = 0
+    failed = len(refused)
     for r in reports:
         if r.error:
             failed += 1
             continue
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items())
         log.info(f"wrote {r.output} ({r.frames} frames; {stages})")
+        if r.resumed_from_step is not None:
+            log.info(f"  resumed from the checkpoint saved after step {r.resumed_from_step}")
         for w in r.warnings:
             log.info(f"  warning: {w}")
+    if len(jobs) > 1:
+        summary = f"{len(jobs) - failed} done, {failed} failed"
+        (log.error if failed else log.info)(summary)
     return failed
+
+
+def check_jobs(jobs: list, base, audio: bool, memory_check=None) -> tuple[list, list]:
+    """Every check that needs no model, per job: (runnable jobs, refused jobs). A single job's error
+    is raised (one line, its exit code); in a batch, a refused job is reported on stderr with its
+    index and output and the others still render."""
+    from mimic.runtime.inputs import check_output, validate_job
+
+    runnable, refused = [], []
+    outs = [Path(j.out).expanduser().resolve() for j in jobs]
+    for k, job in enumerate(jobs):
+        try:
+            if outs.count(outs[k]) > 1:
+                raise InputError(f"--out {job.out}: another job writes the same output")
+            validate_job(job, audio=audio)
+            check_output(job, [j for j in jobs if j is not job])
+            config = job.config(base)  # job overrides are valid together
+            if memory_check is not None:
+                memory_check(config)
+        except InputError as err:
+            if len(jobs) == 1:
+                raise
+            log.error(f"error: job {k + 1} ({job.out}): {err}")
+            refused.append(job)
+            continue
+        runnable.append(job)
+    return runnable, refused

@@ -45,6 +45,10 @@ class BuildOptions:
     refittable: bool = False  # REFIT: weights can be swapped later (e.g. MimicMotion 1.0 <-> 1.1)
     strip_plan: bool = False  # STRIP_PLAN (+ REFIT_IDENTICAL unless refittable): weight-less plan, refit at load
     compute_capabilities: tuple[str, ...] = field(default=())  # TensorRT-RTX only: target SMs ("8.6", ...); () = its default set
+    # TensorRT-RTX: BuilderFlag.REQUIRE_USER_ALLOCATION, which stream capture (CUDA graphs) needs
+    # (RTX 1.2 release notes: engines then use application-provided memory, as our runner's
+    # USER_MANAGED contexts do). Full TensorRT needs no flag for capture.
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.target not in TARGET_MODULES:
@@ -143,6 +147,23 @@ def _network_flags(trt: ModuleType, target: str) -> int:
     if target == "tensorrt" and _major(trt) < 11 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return 0
+
+
+def builder_flags(trt: ModuleType, options: BuildOptions) -> list[str]:
+    """Names of the ``BuilderFlag`` s a build sets (no precision flags: the graphs are strongly typed)."""
+    flags = []
+    if options.refittable:
+        flags.append("REFIT")
+    if options.strip_plan:
+        flags.append("STRIP_PLAN")
+        if not options.refittable:  # weights come back at load time, identical to the build's
+            flags.append("REFIT_IDENTICAL")
+    if options.cuda_graphs and options.target == "tensorrt-rtx":
+        if not hasattr(trt.BuilderFlag, "REQUIRE_USER_ALLOCATION"):
+            raise EngineError(f"{trt.__name__} {trt.__version__} lacks BuilderFlag.REQUIRE_USER_ALLOCATION (CUDA graphs need "
+                              "TensorRT-RTX >= 1.2); upgrade it or build with cuda_graphs=False")
+        flags.append("REQUIRE_USER_ALLOCATION")
+    return flags
 
 
 def _set_compute_capabilities(trt: ModuleType, config, sms: tuple[str, ...]) -> None:
@@ -276,12 +297,8 @@ def _build(onnx_path: Path | str, profile: Profile | None, options: BuildOptions
             log.info("    workspace cap: ignored for a TensorRT-RTX build without a GPU (it would try to reserve it)")
         else:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_bytes))
-    if options.refittable:
-        config.set_flag(trt.BuilderFlag.REFIT)
-    if options.strip_plan:
-        config.set_flag(trt.BuilderFlag.STRIP_PLAN)
-        if not options.refittable:  # weights come back at load time, identical to the build's
-            config.set_flag(trt.BuilderFlag.REFIT_IDENTICAL)
+    for flag in builder_flags(trt, options):
+        config.set_flag(getattr(trt.BuilderFlag, flag))
     if options.target == "tensorrt-rtx":
         _set_compute_capabilities(trt, config, options.compute_capabilities)
     for prof in profiles:

@@ -26,6 +26,7 @@ from mimic.engine import cache_key as ck
 from mimic.engine.gpu import check_target, gpu_info, trt_info
 from mimic.engine.store import EngineStore, describe_gpu_target
 from mimic.errors import EngineError, InputError
+from mimic.spec import DEFAULT_WORKSPACE_GB
 from mimic.export.freshness import MANIFEST, up_to_date
 from mimic.files import file_lock
 from mimic.spec import ALL_STAGES, DEFAULT_WINDOW, STAGES, ModelDims, StageName, engine_profile, engine_ranges, onnx_filename
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 SHAPE_PRESETS: Mapping[str, tuple[int, int]] = {"portrait-576": (1024, 576), "landscape-576": (576, 1024)}
 DEFAULT_SHAPES = ("portrait-576", "landscape-576")
 TINY_SHAPES = ("tiny",)
-DEFAULT_WORKSPACE_GB = 8.0  # TensorRT #4360: the 72-frame MimicMotion UNet builds with an 8 GiB cap
 EXPORT_PRECISION = "fp16"
 ONNX_SUBDIR = "onnx"
 

@@ -4,7 +4,8 @@ Rules this module keeps (acceleration.md §7):
 
 - The GPU probe is ``cuda.bindings.runtime.cudaGetDeviceCount()`` (through ``mimic.fingerprint``):
   on a machine without a driver it returns an error tuple instead of raising.
-  ``cuda.bindings.driver.cuInit`` is never called.
+  ``cuda.bindings.driver.cuInit`` is never called. When cuda-python is absent or its probe fails
+  (cuda-python 13 on a CUDA 12 driver), torch's device count decides.
 - TensorRT is only *imported* here (to read ``__version__``); no Runtime, engine or execution
   context is created: those segfault at interpreter exit in a process without a GPU.
 """

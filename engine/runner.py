@@ -1,23 +1,49 @@
 """Run one TensorRT engine with torch CUDA tensors as buffers (tensor API only).
 
-- ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` on an explicit CUDA stream;
-  the engine stream waits on an event recorded on torch's current stream, so feeds produced there are
-  ready; outputs are produced on the engine stream (like any torch op under ``torch.cuda.stream``).
-- Contexts are created ``USER_MANAGED`` and get their scratch memory from one
-  :class:`SharedDeviceMemory` block (``set_device_memory(ptr, size)``, the v2 setter), sized by the
-  max ``device_memory_size_v2`` over the engines that share it. Sharing is safe because those engines
-  never run at the same time: every run waits for the previous user of the block.
-- Inputs are checked against the engine's profile (names, rank, every dim in [min, max], dtype kind)
-  with one-line EngineErrors instead of TensorRT binding errors mid-run.
-- Optional CUDA graph capture for repeated fixed shapes (torch.cuda.CUDAGraph around
-  ``execute_async_v3``; the engine is run once before capture, as TensorRT requires).
+Streams (TensorRT's ``execute_async_v3`` on the legacy default stream costs a device-wide sync per
+call, per its documentation): every runner enqueues on a non-default stream of its own, created on
+its device (Polygraphy's TrtRunner and NVIDIA's demoDiffusion do the same). ``run(feeds, stream)``
+hands work over with events: the runner's stream waits for an event recorded on the caller's
+stream (``stream``, default torch's current stream), so feeds produced there are ready; the caller's
+stream waits for an event recorded after the engine, so the outputs are ready for anything the
+caller enqueues next, and no host synchronisation happens anywhere on this path.
+
+Devices: every call (construction, run, close) makes the runner's device current first, so worker
+threads whose current device is another GPU enqueue on the right one (``--device cuda:1``).
+
+Memory: contexts are created ``USER_MANAGED`` and get their scratch memory from one
+:class:`SharedDeviceMemory` block (``set_device_memory(ptr, size)``), sized by the max
+``device_memory_size_v2`` over the engines that share it. The block is acquired before the work
+that uses it is enqueued (plain execution or graph replay) and released right after it is enqueued:
+the release event is what the next user (another engine, another stream) waits for.
+
+CUDA graphs (``use_cuda_graph``): per input shape, the first call binds static buffers on an
+execution context of its own (modifying the context a graph was captured from is undefined, so two
+shapes never share one; all contexts share the one memory block) and enqueues the engine once: that
+enqueue is this call's result and the warm-up TensorRT needs before a capture. Then, if the context
+says the stream is capturable, one capture is recorded in thread-local mode
+(``capture_error_mode="thread_local"``: the executor's other threads keep enqueueing legally); a shape
+that cannot be captured is remembered and runs plainly from then on. Later calls copy their inputs
+into the static buffers and replay. A graph that baked a block address that has since moved
+(the block grew) is dropped and re-captured.
+
+Lifetime: a context (or a graph) is destroyed only after the work enqueued on it finished: ``close``
+synchronises the runner's stream first; graphs evicted while running are kept until an event
+recorded after them has completed.
+
+Polygraphy (a declared dependency) has its own ``TrtRunner``; ``mimic validate`` compares through
+Polygraphy's ``Comparator`` and the GPU tests use Polygraphy's runner as a second opinion. The
+pipeline keeps this runner because it needs what Polygraphy's does not give: one activation block
+shared by all engines, the caller's streams and events, and CUDA graphs.
 
 The pure-Python parts (dtype mapping, IO description, feed checks, memory sizing) work on any
-engine-like object and are tested on CPU with fakes; everything that touches CUDA is only reached
+engine-like object and are tested on CPU with fakes, as is the order of stream, event, memory and
+graph operations (``tests/test_engine_streams.py``); everything that touches CUDA is only reached
 after the GPU probe (``mimic.engine.gpu``) succeeded.
 """
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -25,6 +51,8 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from mimic.errors import EngineError
+
+log = logging.getLogger(__name__)
 
 # TensorRT DataType name -> torch dtype (by *name*: enum values differ between flavours/versions).
 TRT_TO_TORCH: dict[str, torch.dtype] = {
@@ -296,7 +324,12 @@ def open_engine(store: Any, stage: str, device_index: int = 0, strict_gpu_name: 
 
 
 class TrtRunner:
-    """One engine + one USER_MANAGED execution context; ``run(feeds) -> outputs``."""
+    """One engine on its own CUDA stream; ``run(feeds, stream) -> outputs`` (see the module docstring).
+
+    ``stream``: the stream to enqueue the engine on (default: a new non-default stream of its own,
+    created on first use). Counters for tests and benchmarks: ``executions`` (plain enqueues),
+    ``captures`` and ``replays`` (CUDA graphs).
+    """
 
     def __init__(
         self,
@@ -317,26 +350,38 @@ class TrtRunner:
         self.memory = memory
         self.stream = stream
         self.use_cuda_graph = use_cuda_graph
-        self.max_graphs = max_graphs
+        self.max_graphs = max(1, int(max_graphs))
         self._keepalive = keepalive  # e.g. the trt.Runtime, which must outlive the engine
         self.infos = describe_io(engine)
         self.inputs = [i for i in self.infos if i.is_input]
         self.outputs = [i for i in self.infos if not i.is_input]
         self.device_memory_size = int(engine.device_memory_size_v2)
         memory.reserve(self.device_memory_size)
-        self.context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-        if self.context is None:
-            raise EngineError(f"{stage}: TensorRT could not create an execution context")
+        with torch.cuda.device(self.device):
+            self.context = self._new_context()
         self._graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self._not_capturable: set[tuple] = set()
+        self._retired: list[tuple[Any, tuple]] = []  # (event, things to drop once it completed)
+        self.executions = self.captures = self.replays = 0
 
     # ----------------------------------------------------------------------------------- helpers
+
+    def _new_context(self):
+        ctx = self.engine.create_execution_context(self.trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        if ctx is None:
+            raise EngineError(f"{self.stage}: TensorRT could not create an execution context")
+        return ctx
+
+    def _own_stream(self):
+        if self.stream is None:
+            self.stream = torch.cuda.Stream(device=self.device)
+        return self.stream
 
     def _prepare(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         dtypes = check_feeds(self.stage, self.infos, feeds)
         return {n: feeds[n].to(device=self.device, dtype=dtypes[n]).contiguous() for n in dtypes}
 
-    def _bind(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        ctx = self.context
+    def _bind(self, ctx, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for name, t in inputs.items():
             if not ctx.set_input_shape(name, tuple(t.shape)):
                 raise EngineError(f"{self.stage}: TensorRT rejected shape {tuple(t.shape)} for input '{name}'")
@@ -354,87 +399,156 @@ class TrtRunner:
                 raise EngineError(f"{self.stage}: TensorRT rejected the address of tensor '{name}'")
         return outputs
 
-    def _execute(self, stream) -> None:
-        ptr, size = self.memory.acquire(stream)
-        self.context.set_device_memory(ptr, size)
-        ok = self.context.execute_async_v3(stream.cuda_stream)
-        self.memory.release(stream)
-        if not ok:
+    def _enqueue(self, ctx, stream) -> None:
+        """Enqueue the engine on ``stream`` (the shared block is held by the caller)."""
+        if not ctx.execute_async_v3(stream.cuda_stream):
             raise EngineError(f"{self.stage}: TensorRT execution failed (execute_async_v3 returned False)")
+        self.executions += 1
+
+    def _hold_memory(self, stream):
+        """Acquire the shared block for work enqueued on ``stream`` and release it when the block
+        exits, i.e. right after that work (graph replays included) is enqueued."""
+        runner = self
+
+        class _Hold:
+            def __enter__(self):
+                return runner.memory.acquire(stream)
+
+            def __exit__(self, *exc):
+                runner.memory.release(stream)
+                return False
+
+        return _Hold()
 
     # ------------------------------------------------------------------------------------- run
 
     def run(self, feeds: Mapping[str, torch.Tensor], stream: "torch.cuda.Stream | None" = None) -> dict[str, torch.Tensor]:
-        """Run on ``stream`` (else the runner's stream, else torch's current stream)."""
-        current = torch.cuda.current_stream(self.device)
-        exec_stream = stream or self.stream or current
-        if exec_stream != current:
+        """Run the engine; ``stream``: the caller's stream (default: torch's current stream on the
+        runner's device). Feeds must be ready on it; outputs are ready on it when this returns."""
+        with torch.cuda.device(self.device):
+            caller = stream if stream is not None else torch.cuda.current_stream(self.device)
+            own = self._own_stream()
             ready = torch.cuda.Event()
-            ready.record(current)
-            exec_stream.wait_event(ready)  # feeds were produced on the current stream
-        with torch.cuda.stream(exec_stream), self.memory.lock:
-            inputs = self._prepare(feeds)
-            for t in feeds.values():
-                if t.is_cuda and exec_stream != current:
-                    t.record_stream(exec_stream)
-            if self.use_cuda_graph:
-                return self._run_graph(inputs, exec_stream)
-            outputs = self._bind(inputs)
-            self._execute(exec_stream)
-            for t in inputs.values():  # keep converted copies alive until the engine is done
-                t.record_stream(exec_stream)
+            ready.record(caller)
+            own.wait_event(ready)  # the feeds were produced on the caller's stream
+            with torch.cuda.stream(own), self.memory.lock:
+                inputs = self._prepare(feeds)
+                for t in feeds.values():
+                    if isinstance(t, torch.Tensor) and t.is_cuda:
+                        t.record_stream(own)  # read on our stream: not reused before the engine is done
+                if self.use_cuda_graph:
+                    outputs = self._run_graph(inputs, own)
+                else:
+                    outputs = self._run_plain(inputs, own)
+                done = torch.cuda.Event()
+                done.record(own)
+            caller.wait_event(done)  # results handed back: the caller's next work follows the engine
+            for t in outputs.values():
+                if t.is_cuda:
+                    t.record_stream(caller)
+            self._reap()
             return outputs
 
+    def _run_plain(self, inputs: dict[str, torch.Tensor], stream) -> dict[str, torch.Tensor]:
+        outputs = self._bind(self.context, inputs)
+        with self._hold_memory(stream) as (ptr, size):
+            self.context.set_device_memory(ptr, size)
+            self._enqueue(self.context, stream)
+        return outputs
+
     def _run_graph(self, inputs: dict[str, torch.Tensor], stream) -> dict[str, torch.Tensor]:
-        key = tuple((n, tuple(t.shape)) for n, t in sorted(inputs.items()))
-        # Order after the block's previous user (and let it grow) *before* trusting a captured pointer.
-        self.memory.acquire(stream)
-        graph = self._graphs.get(key)
-        if graph is not None and graph.generation != self.memory.generation:
-            del self._graphs[key]  # the shared block moved: the captured pointer is stale
-            graph = None
-        if graph is None:
-            graph = self._capture(inputs, stream)
-            if graph is None:  # not capturable here: plain execution
-                outputs = self._bind(inputs)
-                self._execute(stream)
-                return outputs
-            self._graphs[key] = graph
-            while len(self._graphs) > self.max_graphs:
-                self._graphs.popitem(last=False)
-        else:
+        key = tuple((n, tuple(t.shape), str(t.dtype)) for n, t in sorted(inputs.items()))
+        if key in self._not_capturable:
+            return self._run_plain(inputs, stream)
+        with self._hold_memory(stream) as (ptr, size):
+            graph = self._graphs.get(key)
+            if graph is not None and graph.generation != self.memory.generation:
+                self._drop_graph(key, stream)  # the shared block moved: the captured pointer is stale
+                graph = None
+            if graph is None:
+                return self._warm_up_and_capture(key, inputs, stream, ptr, size)
             self._graphs.move_to_end(key)
             for n, t in inputs.items():
                 graph.inputs[n].copy_(t)
             graph.graph.replay()
-            self.memory.release(stream)
-        return {n: t.clone() for n, t in graph.outputs.items()}
+            self.replays += 1
+            return {n: t.clone() for n, t in graph.outputs.items()}
 
-    def _capture(self, inputs: dict[str, torch.Tensor], stream) -> "_Graph | None":
-        static_in = {n: t.clone() for n, t in inputs.items()}
-        outputs = self._bind(static_in)
-        self._execute(stream)  # TensorRT needs one enqueue before capture (deferred updates)
+    def _capturable(self, ctx, stream) -> bool:
         if stream == torch.cuda.default_stream(self.device):
-            return None  # cannot capture on the legacy default stream
-        capturable = getattr(self.context, "is_stream_capturable", None)
-        if capturable is not None and not capturable(stream.cuda_stream):
-            return None
+            return False  # the legacy default stream cannot be captured
+        check = getattr(ctx, "is_stream_capturable", None)
+        return check is None or bool(check(stream.cuda_stream))
+
+    def _warm_up_and_capture(self, key: tuple, inputs: dict[str, torch.Tensor], stream, ptr: int, size: int) -> dict[str, torch.Tensor]:
+        """First call of a shape: one enqueue on a new context (this call's result, and the warm-up
+        TensorRT needs before a capture), then one capture when the context allows it."""
+        ctx = self._new_context()
+        static_in = {n: t.clone() for n, t in inputs.items()}
+        static_out = self._bind(ctx, static_in)
+        ctx.set_device_memory(ptr, size)
+        self._enqueue(ctx, stream)
+        outputs = {n: t.clone() for n, t in static_out.items()}
+        if not self._capturable(ctx, stream):
+            log.info(f"{self.stage}: shape {[s for _, s, _ in key]} cannot be captured in a CUDA graph; it runs without one")
+            self._not_capturable.add(key)
+            self._retire(stream, ctx, static_in, static_out)
+            return outputs
         g = torch.cuda.CUDAGraph()
-        ptr, size = self.memory.acquire(stream)
-        self.context.set_device_memory(ptr, size)
-        with torch.cuda.graph(g, stream=stream):
-            if not self.context.execute_async_v3(stream.cuda_stream):
-                raise EngineError(f"{self.stage}: TensorRT execution failed during CUDA graph capture")
-        self.memory.release(stream)
-        graph = _Graph(g, static_in, outputs, self.memory.generation)
-        g.replay()
-        return graph
+        try:
+            with torch.cuda.graph(g, stream=stream, capture_error_mode="thread_local"):
+                if not ctx.execute_async_v3(stream.cuda_stream):
+                    raise EngineError(f"{self.stage}: TensorRT execution failed during CUDA graph capture")
+        except Exception as err:  # e.g. an engine that allocates during enqueue: run it without a graph
+            log.warning(f"{self.stage}: CUDA graph capture failed ({str(err).splitlines()[0][:160] if str(err) else type(err).__name__}); "
+                        "this shape runs without a graph")
+            self._not_capturable.add(key)
+            self._retire(stream, g, ctx, static_in, static_out)
+            return outputs
+        self.captures += 1
+        self._graphs[key] = _Graph(g, static_in, static_out, self.memory.generation, ctx)
+        while len(self._graphs) > self.max_graphs:
+            self._drop_graph(next(iter(self._graphs)), stream)
+        return outputs
+
+    # ------------------------------------------------------------------------------- lifetime
+
+    def _drop_graph(self, key: tuple, stream) -> None:
+        graph = self._graphs.pop(key)
+        self._retire(stream, graph.graph, graph.context, graph.inputs, graph.outputs)
+
+    def _retire(self, stream, *things) -> None:
+        """Keep ``things`` (a context, a graph, its buffers) until the work enqueued on ``stream``
+        so far has finished."""
+        event = torch.cuda.Event()
+        event.record(stream)
+        self._retired.append((event, things))
+
+    def _reap(self) -> None:
+        self._retired = [(e, things) for e, things in self._retired if not e.query()]
+
+    @property
+    def graph_count(self) -> int:
+        return len(self._graphs)
+
+    def synchronize(self) -> None:
+        """Wait for everything this runner enqueued."""
+        if self.stream is not None:
+            with torch.cuda.device(self.device):
+                self.stream.synchronize()
 
     def close(self) -> None:
-        self._graphs.clear()
-        self.context = None
-        self.engine = None
-        self._keepalive = None
+        """Destroy the graphs and contexts, after the work enqueued on them has finished."""
+        if self.context is None and self.engine is None:
+            return
+        with self.memory.lock:
+            self.synchronize()
+            self._graphs.clear()
+            self._retired.clear()
+            self._not_capturable.clear()
+            self.context = None
+            self.engine = None
+            self._keepalive = None
 
 
 @dataclass
@@ -443,3 +557,4 @@ class _Graph:
     inputs: dict
     outputs: dict
     generation: int
+    context: Any  # the execution context it was captured from (one per graph)

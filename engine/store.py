@@ -93,6 +93,14 @@ class EngineStore:
             return []
         return sorted(p.name[: -len(MANIFEST_SUFFIX)] for p in self.root.iterdir() if p.name.endswith(MANIFEST_SUFFIX) and not p.name.startswith("."))
 
+    def orphan_plans(self) -> list[str]:
+        """Stages with a plan but no manifest (an interrupted copy, a deleted manifest): never used."""
+        if not self.root.is_dir():
+            return []
+        published = set(self.stages())
+        plans = (p.name[: -len(PLAN_SUFFIX)] for p in self.root.iterdir() if p.name.endswith(PLAN_SUFFIX) and not p.name.startswith("."))
+        return sorted(s for s in plans if s not in published)
+
     # ---------------------------------------------------------------------------------- reading
 
     def read_manifest(self, stage: str) -> dict | None:

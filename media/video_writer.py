@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import os
 import queue
+import re
+import shutil
 import threading
 from collections.abc import Iterable
 from fractions import Fraction
@@ -19,22 +21,43 @@ from pathlib import Path
 import numpy as np
 
 from mimic.errors import InputError
-from mimic.files import publish, remove_quietly, temp_path
+from mimic.files import fsync_dir, publish, remove_quietly, temp_path
 from mimic.media.images import write_png
 
 _MILLISECOND = Fraction(1, 1000)
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any work when the output cannot be written."""
-    parent = Path(path).parent if not Path(path).is_dir() else Path(path)
-    if not parent.exists():
+def check_writable(path: Path, create: bool = True, what: str = "output") -> None:
+    """Fail before any work when ``path`` cannot be written: a parent that is a file, a folder that
+    is not writable, a name too long for the file system once the temporary suffix is added.
+    ``create``: make the missing folders (writers do; validation only checks, leaving no folders
+    behind when a job is refused)."""
+    from mimic.files import temp_path
+
+    path = Path(path)
+    parent = path.parent
+    existing = parent
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"{what} {path}: {existing} is a file, not a folder")
+    try:
+        name_max = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    longest = max(len(path.name.encode()), len(temp_path(path).name.encode()))
+    if longest > name_max:
+        raise InputError(f"{what} {path}: the file name is too long ({longest} bytes with the temporary suffix; "
+                         f"this file system allows {name_max})")
+    if create and not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise InputError(f"cannot create output folder {parent}: {err.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {parent} is not writable")
+            raise InputError(f"cannot create {what} folder {parent}: {err.strerror}") from None
+    if not os.access(existing if not parent.exists() else parent, os.W_OK):
+        raise InputError(f"{what} folder {existing if not parent.exists() else parent} is not writable")
 
 
 class VideoWriter:
@@ -166,29 +189,67 @@ def write_rgb_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, 
     return path
 
 
+FRAME_PATTERN = "frame_{:06d}.png"
+_OWN_FILES = re.compile(r"^(frame_\d{6}\.png|report\.json)$")
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Files in ``folder`` that a PNG-sequence render did not write (it replaces the folder whole)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not _OWN_FILES.match(p.name))
+
+
 class PngSequenceWriter:
-    """Numbered PNGs ``frame_000001.png`` ... into a folder; each file is published atomically."""
+    """Numbered PNGs ``frame_000001.png`` ... rendered into a temporary folder beside ``folder`` and
+    swapped in whole on a clean close: a reader never sees old and new frames mixed, and frames of an
+    earlier, longer render do not survive. A folder holding anything but frames and a report is
+    refused (it would be replaced)."""
 
     def __init__(self, folder: Path, start: int = 1):
         self.folder = Path(folder)
-        check_writable(self.folder / "x")
+        check_writable(self.folder / FRAME_PATTERN.format(start))
+        foreign = foreign_files(self.folder)
+        if foreign:
+            raise InputError(f"--out {self.folder} holds other files ({', '.join(foreign[:3])}): PNG frames go to a new or frames-only folder")
         self.index = start
         self.frames_written = 0
+        self._tmp = temp_path(self.folder)
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp.mkdir()
 
     def write(self, frames: np.ndarray) -> None:
         for frame in frames:
-            write_png(self.folder / f"frame_{self.index:06d}.png", frame.transpose(1, 2, 0))
+            write_png(self._tmp / FRAME_PATTERN.format(self.index), frame.transpose(1, 2, 0))
             self.index += 1
             self.frames_written += 1
 
     def close(self, commit: bool = True) -> None:
-        pass
+        """Swap the new frames in (``commit``) or discard them; the previous folder stays intact until then."""
+        if not self._tmp.exists():
+            return
+        if not commit:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            return
+        old = self.folder.with_name(f".{self.folder.name}.{os.getpid()}.old")
+        try:
+            if self.folder.exists():
+                os.replace(self.folder, old)
+            os.replace(self._tmp, self.folder)
+        except OSError as err:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            if old.exists() and not self.folder.exists():
+                os.replace(old, self.folder)
+            raise InputError(f"cannot write {self.folder}: {err.strerror or err}") from None
+        shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(self.folder.parent)
 
     def __enter__(self) -> "PngSequenceWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
+        self.close(commit=exc_type is None)
 
 
 def _write_error(path: Path, err: BaseException) -> Exception:

@@ -110,13 +110,7 @@ def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, 
     save_poses(out_npz, poses)
     no_box = [i for i, f in enumerate(poses.frames) if not f.person_detected]
     crowded = [i for i, f in enumerate(poses.frames) if f.num_people > 1]
-    warnings = []
-    if no_box:
-        warnings.append(f"{len(no_box)} of {len(poses.frames)} frames have no detected person box "
-                        "(DWPose used the whole frame)")
-    if crowded:
-        warnings.append(f"{len(crowded)} of {len(poses.frames)} frames show several people "
-                        "(retargeting keeps one main person per frame)")
+    warnings = detection_warnings(poses)
     summary = {
         "video": str(video),
         "poses_file": str(out_npz),
@@ -141,6 +135,18 @@ def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, 
     for warning in warnings:
         log.warning(warning)
     return summary
+
+
+def detection_warnings(poses: PoseSequence) -> list[str]:
+    """What a user must know about a driving clip's detections (``mimic pose`` and ``mimic run``)."""
+    no_box = sum(1 for f in poses.frames if not f.person_detected)
+    crowded = sum(1 for f in poses.frames if f.num_people > 1)
+    warnings = []
+    if no_box:
+        warnings.append(f"{no_box} of {len(poses.frames)} frames have no detected person box (DWPose used the whole frame)")
+    if crowded:
+        warnings.append(f"{crowded} of {len(poses.frames)} frames show several people (retargeting keeps one main person per frame)")
+    return warnings
 
 
 def _write_previews(poses: PoseSequence, preview: Path) -> tuple[Path, Path]:

@@ -81,6 +81,10 @@ def load_poses(path: str | Path) -> PoseSequence:
     if (counts < 0).any() or counts.sum() != len(arrays["keypoints"]):
         raise InputError(f"{path} is corrupt: people_per_frame does not add up to the stored keypoints")
     height, width = (int(v) for v in arrays["video_hw"])
+    if height <= 0 or width <= 0:
+        raise InputError(f"{path} is corrupt: its video size is {width}x{height}")
+    if float(arrays["fps"]) <= 0 or int(arrays["sample_stride"]) < 1 or int(arrays["frame_stride"]) < 1:
+        raise InputError(f"{path} is corrupt: fps {float(arrays['fps']):g}, sample stride {int(arrays['sample_stride'])}, frame stride {int(arrays['frame_stride'])}")
     ends = np.cumsum(counts)
     frames = tuple(PoseFrame(arrays["keypoints"][end - n:end].astype(np.float64),
                              arrays["scores"][end - n:end].astype(np.float64),

@@ -1,6 +1,21 @@
 """The ``onnxruntime`` backend: the exported graphs run by onnxruntime (CPU provider, or CUDA with
 I/O binding so torch CUDA tensors are used in place, without host round trips). Sessions come from
-the one factory, ``mimic.ort_session`` (its CUDA policy: no silent CPU fallback)."""
+the one factory, ``mimic.ort_session`` (its CUDA policy: no silent CPU fallback, and a start-up
+check of the onnxruntime install that names the package to install).
+
+On CUDA:
+
+* attention is fused: each graph with attention runs as its ``<stage>.mha.onnx`` sibling
+  (``mimic.export.attention``: onnxruntime's ``MultiHeadAttention`` op, flash / memory-efficient
+  kernels), since the exported MatMul-Softmax-MatMul would hold the full score tensor (122 GB for a
+  72-frame 576x1024 CFG pair in the UNet's first level). The CPU keeps the plain graphs by default
+  (``fuse_attention=None``), so CPU renders stay byte-identical to what they were;
+* inputs are bound by address from torch tensors; outputs are allocated by onnxruntime on the
+  device and handed to torch through DLPack (``torch.from_dlpack(OrtValue)``: no copy);
+* onnxruntime enqueues on its own CUDA stream and synchronises it before ``run`` returns, so the
+  caller's stream is synchronised once before the run (the feeds must be complete) and the outputs
+  are ready on return.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,10 +36,22 @@ _ORT_TO_NUMPY = {
 _NUMPY_TO_TORCH = {np.float32: torch.float32, np.float16: torch.float16, np.float64: torch.float64, np.int64: torch.int64, np.int32: torch.int32}
 
 
+def ort_value_to_torch(value, device: torch.device) -> torch.Tensor:
+    """A torch view of an onnxruntime output (DLPack: no copy), on ``device``."""
+    if hasattr(value, "__dlpack__"):
+        t = torch.from_dlpack(value)
+    elif hasattr(value, "to_dlpack"):  # onnxruntime < 1.20
+        t = torch.utils.dlpack.from_dlpack(value.to_dlpack())
+    else:  # pragma: no cover - very old onnxruntime: a host round trip
+        t = torch.from_numpy(value.numpy())
+    return t if t.device == device else t.to(device)
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, graphs: dict[str, Path], device: str | torch.device = "cpu", threads: int | None = None):
+    def __init__(self, graphs: dict[str, Path], device: str | torch.device = "cpu", threads: int | None = None,
+                 fuse_attention: bool | None = None):
         self.device = torch.device(device)
         self._graphs = {k: Path(v) for k, v in graphs.items()}
         missing = [f"{k} ({p})" for k, p in self._graphs.items() if not p.is_file()]
@@ -32,21 +59,33 @@ class OnnxRuntimeBackend:
             raise EngineError(f"missing ONNX graphs: {', '.join(missing)}; run `mimic export` first")
         providers_for(self.device)  # no CUDA provider for a CUDA device: fail now, not at the first stage
         self._threads = threads
+        self.fuse_attention = self.device.type == "cuda" if fuse_attention is None else bool(fuse_attention)
         self._sessions: dict = {}
+        self.paths: dict[str, Path] = {}  # the graph each stage's session runs (fused or not)
+
+    def graph_path(self, stage: str) -> Path:
+        if stage not in self._graphs:
+            raise InputError(f"no ONNX graph for stage {stage!r} (have {sorted(self._graphs)})")
+        path = self._graphs[stage]
+        if self.fuse_attention:
+            from mimic.export.attention import fused_graph
+
+            path = fused_graph(path)
+        return path
 
     def session(self, stage: str):
         sess = self._sessions.get(stage)
         if sess is None:
-            if stage not in self._graphs:
-                raise InputError(f"no ONNX graph for stage {stage!r} (have {sorted(self._graphs)})")
-            sess = create_session(self._graphs[stage], self.device, self._threads)
+            path = self.graph_path(stage)
+            sess = create_session(path, self.device, self._threads)
             self._sessions[stage] = sess
+            self.paths[stage] = path
         return sess
 
     def run(self, stage: str, feeds: dict[str, torch.Tensor], stream=None) -> dict[str, torch.Tensor]:
         sess = self.session(stage)
         if self.device.type == "cuda":
-            return self._run_bound(sess, feeds)
+            return self._run_bound(sess, stage, feeds, stream)
         inputs = {}
         for meta in sess.get_inputs():
             if meta.name not in feeds:
@@ -55,19 +94,24 @@ class OnnxRuntimeBackend:
         outs = sess.run(None, inputs)
         return {meta.name: torch.from_numpy(np.ascontiguousarray(o)) for meta, o in zip(sess.get_outputs(), outs)}
 
-    def _run_bound(self, sess, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # GPU only
+    def _run_bound(self, sess, stage: str, feeds: dict[str, torch.Tensor], stream=None) -> dict[str, torch.Tensor]:  # GPU only
         binding = sess.io_binding()
+        index = self.device.index or 0
         keep = []
         for meta in sess.get_inputs():
+            if meta.name not in feeds:
+                raise InputError(f"stage {stage} needs input {meta.name!r}")
             t = feeds[meta.name].to(self.device, _NUMPY_TO_TORCH[_ORT_TO_NUMPY[meta.type]]).contiguous()
             keep.append(t)
-            binding.bind_input(meta.name, "cuda", self.device.index or 0, _ORT_TO_NUMPY[meta.type], tuple(t.shape), t.data_ptr())
+            binding.bind_input(meta.name, "cuda", index, _ORT_TO_NUMPY[meta.type], tuple(t.shape), t.data_ptr())
         for meta in sess.get_outputs():
-            binding.bind_output(meta.name, "cuda", self.device.index or 0)
-        torch.cuda.current_stream(self.device).synchronize()
+            binding.bind_output(meta.name, "cuda", index)
+        # onnxruntime runs on its own stream: the feeds (and their conversions above) must be done
+        (stream if stream is not None else torch.cuda.current_stream(self.device)).synchronize()
         sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
         outs = binding.get_outputs()
-        return {meta.name: torch.from_dlpack(o.to_dlpack()) if hasattr(o, "to_dlpack") else torch.from_numpy(o.numpy()).to(self.device) for meta, o in zip(sess.get_outputs(), outs)}
+        return {meta.name: ort_value_to_torch(o, self.device) for meta, o in zip(sess.get_outputs(), outs)}
 
     def close(self) -> None:
         self._sessions.clear()

@@ -24,8 +24,14 @@ class TensorRTBackend:
     ``preload`` loads ``stages`` (default: the five pipeline stages found in the store) at start, so
     the shared device-memory block is sized once; other stages load on first use.
     ``shared_memory=False`` gives each engine its own block (for callers that overlap stages on
-    several streams; with one shared block such runs are serialized). ``run`` enqueues
-    on ``stream`` when given (outputs are produced on it), else on torch's current stream.
+    several streams; with one shared block such runs are serialized).
+
+    Streams: each engine enqueues on a non-default stream of its own; ``run(stage, feeds, stream)``
+    takes the caller's stream (default: torch's current stream), waits there for the feeds with an
+    event and hands the outputs back with an event, so they are ready for the caller's next work
+    on that stream without any host synchronisation (``mimic.engine.runner``).
+    ``close`` waits for each engine's in-flight work before its contexts are destroyed and only
+    then frees the shared block.
     """
 
     name = "tensorrt"
@@ -83,7 +89,13 @@ class TensorRTBackend:
     def run(self, stage: str, feeds: dict[str, torch.Tensor], stream: "torch.cuda.Stream | None" = None) -> dict[str, torch.Tensor]:
         return self.runner(stage).run(feeds, stream=stream)
 
+    def synchronize(self) -> None:
+        """Wait for everything the engines enqueued."""
+        for r in self._runners.values():
+            r.synchronize()
+
     def close(self) -> None:
+        self.synchronize()  # in-flight work first: contexts and the block are released after it
         for r in self._runners.values():
             r.close()
         self._runners.clear()

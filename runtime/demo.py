@@ -52,7 +52,7 @@ class _Timer:
 def run_demo(out: Path, frames: int, steps: int | None, seed: int, backend: str) -> dict:
     out = Path(out)
     video = out / "demo.mp4"
-    check_writable(video)
+    check_writable(video, what="--out")
     timer = _Timer()
     job = Job(reference=BUILT_IN, pose_frames=BUILT_IN, out=video, overrides={"seed": seed, **({"steps": steps} if steps else {})})
     with timer("load"):

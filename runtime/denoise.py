@@ -9,6 +9,15 @@ and bounded memory:
 * the Euler step in fp32, in place, on the device; a NaN/Inf check after every step (a job fails
   loudly instead of writing black frames).
 Working set per step: the latents, one accumulator and one temporary (plus one window).
+
+Per UNet call nothing is allocated for the feeds: the CFG pair's sample buffer (latents | reference
+latents) and pose buffer (zeros | pose latents) are allocated once and written in place; sigma and
+the step's scalars stay on the host (the schedule is a CPU tensor), the timesteps are moved to the
+device once, so the only host synchronisation per step is the NaN/Inf check. PoseNet outputs are
+cached on the device up to a budget sized from its free memory, then as pinned host copies (one
+asynchronous upload per use), and only beyond both recomputed. ``stream``: the CUDA stream every
+stage is enqueued on (None: the current one). On the CPU the arithmetic is exactly the previous
+loop's (same ops, same order), so CPU outputs are unchanged bit for bit.
 """
 from __future__ import annotations
 
@@ -37,33 +46,69 @@ class Conditioning:
     added_time_ids: torch.Tensor  # (2, 3)
 
 
+POSE_CACHE_FREE_FRACTION = 0.25  # of the device memory free when the job is planned
+HOST_POSE_CACHE_MAX = 16 << 30
+
+
 def default_pose_cache_budget(device: torch.device) -> int:
-    """Device memory for cached PoseNet outputs: generous on a GPU; small on the CPU, where the
-    cache would be host memory that grows with the video (beyond it PoseNet is recomputed)."""
-    return 4 << 30 if device.type == "cuda" else 64 << 20
+    """Device memory for cached PoseNet outputs: a quarter of what is free on a GPU (the UNet's
+    activations need the rest); small on the CPU, where the cache would be host memory that grows
+    with the video (beyond it PoseNet is recomputed)."""
+    if device.type != "cuda":
+        return 64 << 20
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # pragma: no cover - no driver answer: the old fixed budget
+        return 4 << 30
+    return int(free * POSE_CACHE_FREE_FRACTION)
+
+
+def default_host_pose_cache_budget(device: torch.device) -> int:
+    """Pinned host memory for PoseNet outputs beyond the device budget (CUDA only): a quarter of
+    the available host memory, at most 16 GiB. 0 on the CPU (the device budget is host memory)."""
+    if device.type != "cuda":
+        return 0
+    try:
+        import psutil
+
+        return int(min(HOST_POSE_CACHE_MAX, psutil.virtual_memory().available // 4))
+    except Exception:  # pragma: no cover
+        return 0
 
 
 class PoseLatentCache:
-    """PoseNet output per window, computed on first use and kept while under ``budget_bytes``;
-    windows beyond the budget are recomputed when needed (bounded memory for any length)."""
+    """PoseNet output per window, computed on first use and kept on the device while under
+    ``budget_bytes``, then (CUDA) as pinned host copies while under ``host_budget_bytes``; windows
+    beyond both are recomputed when needed (bounded memory for any length)."""
 
-    def __init__(self, backend: Backend, poses: PoseImages, windows: list[list[int]], dtype: torch.dtype, budget_bytes: int):
+    def __init__(self, backend: Backend, poses: PoseImages, windows: list[list[int]], dtype: torch.dtype, budget_bytes: int,
+                 host_budget_bytes: int = 0, stream=None):
         self.backend, self.poses, self.windows, self.dtype, self.budget = backend, poses, windows, dtype, budget_bytes
+        self.host_budget, self.stream = host_budget_bytes, stream
         self._cache: dict[int, torch.Tensor] = {}
-        self._bytes = 0
+        self._host: dict[int, torch.Tensor] = {}
+        self._bytes = self._host_bytes = 0
         self.computed = 0
 
     def get(self, j: int) -> torch.Tensor:
         hit = self._cache.get(j)
         if hit is not None:
             return hit
+        pinned = self._host.get(j)
+        if pinned is not None:  # pinned -> device, asynchronous on the current stream
+            return pinned.to(self.backend.device, non_blocking=True)
         images = pose_pixels(self.poses.get(self.windows[j]), self.dtype).to(self.backend.device)
-        lat = self.backend.run(StageName.POSE_NET, {N.POSE_IMAGES: images})[N.POSE_LATENTS].to(self.dtype)
+        lat = self.backend.run(StageName.POSE_NET, {N.POSE_IMAGES: images}, self.stream)[N.POSE_LATENTS].to(self.dtype)
         self.computed += 1
         size = lat.numel() * lat.element_size()
         if self._bytes + size <= self.budget:
             self._cache[j] = lat
             self._bytes += size
+        elif lat.is_cuda and self._host_bytes + size <= self.host_budget:
+            pinned = torch.empty(lat.shape, dtype=lat.dtype, pin_memory=True)
+            pinned.copy_(lat, non_blocking=True)  # ordered before any later upload on this stream
+            self._host[j] = pinned
+            self._host_bytes += size
         return lat
 
 
@@ -86,6 +131,7 @@ class DenoisePlan:
     dtype: torch.dtype
     pose_cache_bytes: int
     start_step: int = 0  # > 0: resuming from the latents saved after that many steps
+    pose_host_cache_bytes: int = 0  # pinned host copies of PoseNet outputs beyond the device budget (CUDA)
 
     @property
     def num_steps(self) -> int:
@@ -110,6 +156,7 @@ def plan_denoise(num_frames: int, config: GenerationConfig, scheduler: Scheduler
         dtype=dtype,
         pose_cache_bytes=default_pose_cache_budget(device) if pose_cache_bytes is None else pose_cache_bytes,
         start_step=start_step,
+        pose_host_cache_bytes=default_host_pose_cache_budget(device) if pose_cache_bytes is None else 0,
     )
 
 
@@ -118,8 +165,12 @@ class StepHooks(Protocol):
 
     def on_step_end(self, step: int, num_steps: int, latents: torch.Tensor) -> None: ...
 
+    def poll(self) -> None: ...
 
-def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, latents: torch.Tensor, hooks: StepHooks | None = None) -> torch.Tensor:
+
+@torch.inference_mode()
+def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, latents: torch.Tensor, hooks: StepHooks | None = None,
+            stream=None) -> torch.Tensor:
     """latents (1, F, 4, h, w), already scaled by the init sigma -> final latents (same shape).
 
     The latents stay in ``plan.dtype`` between steps (as the reference's do); each step's update is
@@ -134,33 +185,43 @@ def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: Pose
     for idx in windows:
         count[idx] += weights
     scales = guidance_scales(num_frames, plan.guidance_min, plan.guidance_max, dtype=dtype, device=device)
-    ref_lat = cond.ref_latents.to(device, dtype).unsqueeze(1).expand(2, window, -1, -1, -1)
     embeds = cond.image_embeds.to(device, dtype)
     ids = cond.added_time_ids.to(device, dtype)
-    pose_cache = PoseLatentCache(backend, poses, windows, dtype, plan.pose_cache_bytes)
+    pose_cache = PoseLatentCache(backend, poses, windows, dtype, plan.pose_cache_bytes, plan.pose_host_cache_bytes, stream)
     total = plan.total_calls
     acc = torch.empty(latents.shape, dtype=dtype, device=device)
+    # The CFG pair's feed buffers, written in place per window: sample = [x | ref] for both halves,
+    # pose = [zeros | pose latents] (allocated at the first window, when the PoseNet shape is known).
+    c = latents.shape[2]
+    sample = torch.empty((2, window, c + cond.ref_latents.shape[1], *latents.shape[3:]), dtype=dtype, device=device)
+    sample[:, :, c:] = cond.ref_latents.to(device, dtype).unsqueeze(1)
+    pose_pair: torch.Tensor | None = None
+    timesteps = schedule.timesteps.to(device)  # once: no per-step host -> device copy
     for i in range(plan.start_step, schedule.num_steps):
-        sigma = schedule.sigmas[i].to(device)
-        sigma_next = schedule.sigmas[i + 1].to(device)
+        sigma, sigma_next = schedule.sigmas[i], schedule.sigmas[i + 1]  # host scalars: nothing to read back
         c_in = 1.0 / ((sigma**2 + 1) ** 0.5)
-        t = schedule.timesteps[i].to(device).expand(2)
+        t = timesteps[i].expand(2)
         acc.zero_()
         for j, idx in enumerate(windows):
-            xw = (latents[:, idx] * c_in).to(dtype)
+            torch.mul(latents[:, idx], c_in, out=sample[:1, :, :c])
+            sample[1:, :, :c] = sample[:1, :, :c]
             pose = pose_cache.get(j)
+            if pose_pair is None or pose_pair.shape[1:] != pose.shape[1:] or pose_pair.dtype != pose.dtype:
+                pose_pair = torch.zeros((2 * pose.shape[0], *pose.shape[1:]), dtype=pose.dtype, device=pose.device)
+            pose_pair[pose.shape[0]:] = pose
             feeds = {
-                N.SAMPLE: torch.cat([xw.expand(2, -1, -1, -1, -1), ref_lat], dim=2),
+                N.SAMPLE: sample,
                 N.TIMESTEP: t,
                 N.ENCODER_HIDDEN_STATES: embeds,
                 N.ADDED_TIME_IDS: ids,
-                N.POSE_LATENTS: torch.cat([torch.zeros_like(pose), pose]),
+                N.POSE_LATENTS: pose_pair,
             }
-            out = backend.run(StageName.UNET, feeds)[N.NOISE_PRED].to(dtype)
+            out = backend.run(StageName.UNET, feeds, stream)[N.NOISE_PRED].to(dtype)
             uncond, cond_pred = out[:1], out[1:]
             acc[:, idx] += (uncond + scales[:, idx] * (cond_pred - uncond)) * w5
             if hooks is not None:
                 hooks.on_progress(i * len(windows) + j + 1, total)
+                hooks.poll()
         acc /= count[None, :, None, None, None]
         # the step may return ``acc`` itself (fp32): the old latents' memory becomes the next accumulator
         latents, acc = euler_step_inplace(acc, latents, sigma, sigma_next), latents

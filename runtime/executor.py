@@ -4,7 +4,8 @@ Each job runs the one pipeline, ``generate()``, on a thread of its own; at most 
 flight and the executor gates only step 6 (denoising) so that jobs denoise one at a time, in job
 order. So while job k denoises (the long stage), job k+1 reads its inputs, extracts poses and
 encodes its reference, and job k-1 decodes and writes its video. On CUDA each job's thread
-enqueues on a stream of its own. Every job has its own seeded generator, so the outputs are
+enqueues on a stream of its own, with the job's device current in its thread (the backends take
+that stream and hand their outputs back to it with events). Every job has its own seeded generator, so the outputs are
 byte-identical to sequential runs (``overlap=False`` runs the jobs one after the other).
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from mimic.errors import MimicError
+from mimic.errors import MimicError, OutOfMemoryError
+from mimic.runtime.checkpoint import CheckpointPolicy, generate_resumable
 from mimic.runtime.jobs import Job
 from mimic.runtime.pipeline import Hooks, generate
 from mimic.runtime.report import JobReport
@@ -27,6 +29,10 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 3  # preparing, denoising, decoding
 
 
+class JobCancelled(Exception):
+    """Raised inside a job's thread when the run is interrupted (its writers clean up)."""
+
+
 class _Turns:
     """Lets job k denoise after jobs 0..k-1 have denoised (or failed before denoising)."""
 
@@ -34,11 +40,19 @@ class _Turns:
         self._next = 0
         self._done: set[int] = set()
         self._cond = threading.Condition()
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        with self._cond:
+            self.cancelled.set()
+            self._cond.notify_all()
 
     @contextlib.contextmanager
     def turn(self, k: int):
         with self._cond:
-            self._cond.wait_for(lambda: self._next == k)
+            self._cond.wait_for(lambda: self._next == k or self.cancelled.is_set())
+        if self.cancelled.is_set():
+            raise JobCancelled()
         try:
             yield
         finally:
@@ -68,23 +82,82 @@ class _GatedHooks(Hooks):
     def denoise_turn(self):
         return self.turns.turn(self.k)
 
+    def poll(self):
+        if self.turns.cancelled.is_set():
+            raise JobCancelled()
+        self.inner.poll()
+
+
+class _LockedHooks(Hooks):
+    """Forwards every callback; denoising waits for ``lock`` (``JobExecutor.render``)."""
+
+    def __init__(self, inner: Hooks | None, lock: threading.Lock):
+        self.inner, self.lock = inner or Hooks(), lock
+
+    @property
+    def synchronize(self) -> bool:  # type: ignore[override]
+        return self.inner.synchronize
+
+    def on_stage_end(self, name, seconds):
+        self.inner.on_stage_end(name, seconds)
+
+    def on_progress(self, done, total):
+        self.inner.on_progress(done, total)
+
+    def on_step_end(self, step, num_steps, latents):
+        self.inner.on_step_end(step, num_steps, latents)
+
+    @contextlib.contextmanager
+    def denoise_turn(self):
+        with self.lock, self.inner.denoise_turn():
+            yield
+
+    def poll(self):
+        self.inner.poll()
+
+
+def _job_stream(device: torch.device):
+    """A non-default stream on ``device`` for one job (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        return torch.cuda.Stream(device)
+
+
+@contextlib.contextmanager
+def _on_stream(device: torch.device, stream):
+    """The job's device current in its thread (a worker thread starts on device 0) and its stream
+    current: every stage is enqueued there and the backends hand their results back to it."""
+    if stream is None:
+        yield
+        return
+    with torch.cuda.device(device), torch.cuda.stream(stream):
+        yield
+
 
 class JobExecutor:
-    def __init__(self, mm: MimicMotion, overlap: bool = True):
-        self.mm, self.overlap = mm, overlap
+    def __init__(self, mm: MimicMotion, overlap: bool = True, checkpoints: CheckpointPolicy | None = None):
+        """``checkpoints``: save each job's latents every N steps and resume interrupted jobs
+        (``mimic.runtime.checkpoint``); None renders without checkpoints."""
+        self.mm, self.overlap, self.checkpoints = mm, overlap, checkpoints
+        self._denoise_lock = threading.Lock()  # render(): one job denoises at a time
 
-    def run(self, jobs: Sequence[Job], hooks_for: Callable[[int, Job], Hooks] | None = None, raise_errors: bool = False) -> list[JobReport]:
-        """Render every job; a failing job is recorded in its report and the others go on
-        (``raise_errors``: the first error propagates instead, as a single-job CLI run wants)."""
+    def run(self, jobs: Sequence[Job], hooks_for: Callable[[int, Job], Hooks] | None = None, raise_errors: bool = False,
+            numbers: Sequence[int] | None = None) -> list[JobReport]:
+        """Render every job; a failing job (our error or an unexpected one) is recorded in its report,
+        reported on stderr with its index and output, and the others go on (``raise_errors``: the
+        first error propagates instead, as a single-job CLI run wants). Ctrl-C / SIGTERM cancels
+        the jobs in flight (their temporary files are removed) and propagates."""
         reports: list[JobReport] = [JobReport(job) for job in jobs]
+        self._numbers = list(numbers) if numbers is not None else list(range(1, len(jobs) + 1))
         if not self.overlap or len(jobs) < 2:
             for k, job in enumerate(jobs):
                 try:
-                    reports[k] = generate(self.mm.components, job, hooks=hooks_for(k, job) if hooks_for else None)
-                except MimicError as err:
+                    reports[k] = self._generate(job, hooks_for(k, job) if hooks_for else None)
+                except Exception as err:
                     if raise_errors:
                         raise
-                    self._fail(reports[k], err)
+                    self._fail(k, reports[k], err)
             return reports
 
         turns = _Turns()
@@ -94,38 +167,70 @@ class JobExecutor:
 
         def work(k: int, job: Job) -> None:
             try:
-                stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-                ctx = torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+                stream = _job_stream(device)
+                ctx = _on_stream(device, stream)
                 with ctx:
                     hooks = _GatedHooks(hooks_for(k, job) if hooks_for else None, turns, k)
-                    reports[k] = generate(self.mm.components, job, hooks=hooks, stream=stream)
+                    reports[k] = self._generate(job, hooks, stream)
                     if stream is not None:
                         stream.synchronize()
-            except MimicError as err:
-                self._fail(reports[k], err)
-                errors.append((k, err))
-            except BaseException as err:  # a bug: re-raised on the caller's thread
+            except JobCancelled:
+                reports[k].error = "cancelled"
+            except Exception as err:
+                if not raise_errors:
+                    self._fail(k, reports[k], err)
                 errors.append((k, err))
             finally:
                 turns.finish(k)  # a job that failed before denoising gives up its turn
                 slots.release()
 
         threads = []
-        for k, job in enumerate(jobs):
-            slots.acquire()
-            if raise_errors and errors:
-                slots.release()
-                break
-            t = threading.Thread(target=work, args=(k, job), name=f"mimic-job-{k}", daemon=True)
-            t.start()
-            threads.append(t)
-        for t in threads:
-            t.join()
-        for k, err in sorted(errors, key=lambda e: e[0]):
-            if not isinstance(err, MimicError) or raise_errors:
-                raise err
+        try:
+            for k, job in enumerate(jobs):
+                slots.acquire()
+                if raise_errors and errors:
+                    slots.release()
+                    break
+                t = threading.Thread(target=work, args=(k, job), name=f"mimic-job-{k}", daemon=True)
+                t.start()
+                threads.append(t)
+            for t in threads:
+                t.join()
+        except BaseException:  # Ctrl-C / SIGTERM: stop the jobs in flight so they remove their temporary files
+            turns.cancel()
+            for t in threads:
+                t.join(timeout=60)
+            raise
+        if raise_errors and errors:
+            raise sorted(errors, key=lambda e: e[0])[0][1]
         return reports
 
-    def _fail(self, report: JobReport, err: MimicError) -> None:
-        report.error = str(err)
-        log.error(f"error: job {report.job.out}: {err}")
+    def render(self, job: Job, hooks: Hooks | None = None) -> JobReport:
+        """Render one job now (raises its error). Thread-safe: calls from several threads overlap
+        like ``run`` does (one job denoises at a time, each on its own CUDA stream) -- the farm's
+        workers feed jobs this way as they arrive."""
+        device = self.mm.device
+        stream = _job_stream(device)
+        with _on_stream(device, stream):
+            report = self._generate(job, _LockedHooks(hooks, self._denoise_lock), stream)
+            if stream is not None:
+                stream.synchronize()
+        return report
+
+    def _generate(self, job: Job, hooks: Hooks | None, stream=None) -> JobReport:
+        try:
+            if self.checkpoints is None:
+                return generate(self.mm.components, job, hooks=hooks, stream=stream)
+            return generate_resumable(self.mm.components, job, self.checkpoints, hooks=hooks, stream=stream, render=generate)
+        except torch.OutOfMemoryError as err:  # distinct from bad input: a farm may retry it elsewhere
+            first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+            raise OutOfMemoryError(f"out of memory on {self.mm.device}: {first}") from None
+
+    def _fail(self, k: int, report: JobReport, err: Exception) -> None:
+        where = f"job {self._numbers[k]} ({report.job.out})"
+        if isinstance(err, MimicError):
+            report.error = str(err)
+            log.error(f"error: {where}: {err}")
+        else:  # a bug in our code: keep the traceback, ask for a report, let the other jobs go on
+            report.error = f"internal error: {err.__class__.__name__}: {err}"
+            log.error(f"error: {where}: internal error (please report this with the traceback):", exc_info=err)

@@ -19,11 +19,11 @@ import torch
 from mimic.errors import InputError
 from mimic.media.images import IMAGE_SUFFIXES, read_image
 from mimic.media.video_reader import VideoInfo, iter_sampled_frames, probe_video
-from mimic.media.video_writer import check_writable
+from mimic.media.video_writer import check_writable, foreign_files
 from mimic.mimicmotion_ref.config import GenerationConfig
 from mimic.mimicmotion_ref.preprocess import prepare_reference, resize_uint8
 from mimic.pose.draw import draw_pose
-from mimic.pose.extract import extract_video_poses
+from mimic.pose.extract import detection_warnings, extract_video_poses
 from mimic.pose.files import load_poses
 from mimic.pose.images import ArrayPoses, DrawnPoses, PaddedPoses, PoseImages
 from mimic.pose.retarget import retarget_poses
@@ -61,40 +61,77 @@ class RawInputs:
 
 def rounded_resolution(resolution: int) -> tuple[int, str | None]:
     """The UNet needs multiples of 64 (upstream crashes at 720): round to the nearest, warn."""
-    if resolution % 64 == 0:
-        return resolution, None
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 64 <= resolution <= 4096 or resolution % 64 == 0:
+        return resolution, None  # multiples of 64 as they are; nonsense is refused by GenerationConfig
     r = max(64, int(round(resolution / 64)) * 64)
     return r, f"resolution {resolution} is not a multiple of 64; using {r}"
 
 
-def validate_job(job: Job) -> None:
-    """Cheap checks of every input path and the output before models load."""
-    if not Path(job.reference).is_file():
-        raise InputError(f"reference image {job.reference} does not exist")
-    read_image(job.reference)  # decodable
-    for p in (job.driving, job.poses, job.pose_frames, job.ref_pose):
-        if p is not None and not Path(p).exists():
-            raise InputError(f"{p} does not exist")
+# The flag that names each input of a job (messages say what the user typed).
+INPUT_FLAGS = {"reference": "--ref", "driving": "--driving", "poses": "--pose", "pose_frames": "--pose-frames", "ref_pose": "--ref-pose"}
+
+
+def job_inputs(job: Job) -> dict[str, Path]:
+    """The job's input paths by field name."""
+    return {name: Path(getattr(job, name)) for name in INPUT_FLAGS if getattr(job, name) is not None}
+
+
+def validate_job(job: Job, audio: bool = False) -> None:
+    """Cheap checks of every input path and the output before models load (nothing is created)."""
+    read_image(job.reference, "--ref")  # exists, is a file, decodes
+    for name, path in job_inputs(job).items():
+        flag = INPUT_FLAGS[name]
+        if not path.exists():
+            raise InputError(f"{flag} {path} does not exist")
+        if path.is_dir() and name not in ("pose_frames",):
+            raise InputError(f"{flag} {path} is a folder, not a file")
     if job.driving is not None:
+        if Path(job.driving).suffix.lower() in IMAGE_SUFFIXES:
+            raise InputError(f"--driving {job.driving} is an image, not a video: give a video (or --pose-frames for drawn pose images)")
         probe_video(job.driving)  # corrupt or zero-frame videos fail here, with their reason
     if job.poses is not None:
         load_poses(job.poses)
+    check_output(job)
+    if audio and job.writes_png_sequence:
+        raise InputError(f"--audio needs a video output, but --out {job.out} is a folder of PNG frames")
+
+
+def check_output(job: Job, others: list[Job] = ()) -> None:
+    """The output can be written, and writing it cannot destroy an input of this or another job."""
+    out = Path(job.out)
+    target = _canonical(out)
+    for other in (job, *others):
+        for name, path in job_inputs(other).items():
+            source = _canonical(path)
+            whose = "the job's" if other is job else f"another job's ({other.out})"
+            if source == target:
+                raise InputError(f"--out {out} is {whose} {INPUT_FLAGS[name]} input: choose another output")
+            if job.writes_png_sequence and target in source.parents:
+                raise InputError(f"--out {out} holds {whose} {INPUT_FLAGS[name]} input {path}: the folder is replaced when the frames are written")
     if job.writes_png_sequence:
-        check_writable(Path(job.out) / "frame_000001.png")
+        check_writable(out / "frame_000001.png", create=False, what="--out")
+        check_writable(out, create=False, what="--out")  # the folder is swapped in whole
+        foreign = foreign_files(out)
+        if foreign:
+            raise InputError(f"--out {out} holds other files ({', '.join(foreign[:3])}): PNG frames go to a new or frames-only folder")
     else:
-        if Path(job.out).suffix.lower() not in (".mp4", ".mov", ".mkv"):
-            raise InputError(f"output {job.out}: use an .mp4/.mov/.mkv file or a folder (numbered PNGs)")
-        check_writable(job.out)
+        if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+            raise InputError(f"--out {out}: use an .mp4/.mov/.mkv file or a folder (numbered PNGs)")
+        check_writable(out, create=False, what="--out")
+
+
+def _canonical(path: Path) -> Path:
+    return Path(path).expanduser().resolve()
 
 
 def read_inputs(job: Job, config: GenerationConfig) -> RawInputs:
     """Step 1: the reference (cropped to the output size) and the driving source, each opened once."""
-    reference = prepare_reference(read_image(job.reference), config.resolution)
+    reference = prepare_reference(read_image(job.reference, "--ref"), config.resolution)
     hw = reference.shape[:2]
     raw = RawInputs(job, reference)
     if job.ref_pose is not None:
         single_image = Path(job.ref_pose).suffix.lower() in IMAGE_SUFFIXES
-        raw.ref_pose_image = _resized(read_image(job.ref_pose), hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
+        raw.ref_pose_image = _resized(read_image(job.ref_pose, "--ref-pose"), hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
     if job.pose_frames is not None:
         raw.pose_frames = _read_pose_frames(job.pose_frames, hw)
     elif job.driving is not None:
@@ -120,6 +157,7 @@ def prepare_poses(raw: RawInputs, config: GenerationConfig, detector: Callable, 
     else:
         if raw.video is not None:
             seq = extract_video_poses(detector(), job.driving, config.sample_stride, info=raw.video)
+            warnings += detection_warnings(seq)
             audio, audio_start, pose_fps = Path(job.driving), float(seq.frame_times_s[0]) if seq.frame_times_s else 0.0, seq.pose_fps
         else:
             seq = raw.pose_file

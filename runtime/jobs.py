@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.mimicmotion_ref.config import GenerationConfig, check_setting
 
 # upstream test.yaml key -> GenerationConfig field
 UPSTREAM_KEYS = {
@@ -55,6 +55,11 @@ class Job:
         unknown = sorted(set(self.overrides) - known)
         if unknown:
             raise InputError(f"job for {self.reference}: unknown settings {unknown}; known: {sorted(known)}")
+        for name, value in self.overrides.items():
+            try:
+                check_setting(name, value)
+            except InputError as err:
+                raise InputError(f"job for {self.reference}: {name}: {err}") from None
 
     def config(self, base: GenerationConfig) -> GenerationConfig:
         return base.with_overrides(**self.overrides)
@@ -102,8 +107,13 @@ def load_jobs_file(path: Path) -> list[Job]:
         if not isinstance(item, dict) or "reference" not in item or "out" not in item:
             raise InputError(f"{path}: job {n} needs at least 'reference' and 'out'")
         item = dict(item)
-        paths = {k: _path(item.pop(k, None), base) for k in _PATH_FIELDS}
-        jobs.append(Job(overrides=item, **paths))
+        try:
+            paths = {k: _path(item.pop(k, None), base) for k in _PATH_FIELDS}
+            for key, value in item.items():
+                check_setting(key, value)
+            jobs.append(Job(overrides=item, **paths))
+        except InputError as err:
+            raise InputError(f"{path}: job {n}: {err}") from None
     return jobs
 
 
@@ -117,7 +127,7 @@ def upstream_jobs(data: dict, base: Path, out_dir: Path | None = None) -> list[J
             raise InputError(f"test_case {n} needs ref_video_path and ref_image_path") from None
         overrides = {UPSTREAM_KEYS[k]: v for k, v in case.items() if k in UPSTREAM_KEYS}
         if "guidance_scale" in case:
-            overrides["guidance_min"] = overrides["guidance_max"] = float(case["guidance_scale"])
+            overrides["guidance_min"] = overrides["guidance_max"] = case["guidance_scale"]
         stem = Path(str(video)).name.split(".")[0]
         out = (out_dir or base / "outputs") / f"{stem}.mp4"
         jobs.append(Job(reference=_path(image, base), driving=_path(video, base), out=out, overrides=overrides))
@@ -139,13 +149,20 @@ def settings_from_file(path: Path) -> tuple[dict, list[Job]]:
         if key in ("test_case", "base_model_path", "ckpt_path"):
             continue
         if key == "guidance_scale":
-            overrides["guidance_min"] = overrides["guidance_max"] = float(value)
+            names = ("guidance_min", "guidance_max")
         elif key in UPSTREAM_KEYS:
-            overrides[UPSTREAM_KEYS[key]] = value
+            names = (UPSTREAM_KEYS[key],)
         elif key in known:
-            overrides[key] = value
+            names = (key,)
         else:
             raise InputError(f"{path}: unknown setting {key!r}")
+        for name in names:
+            try:
+                check_setting(name, value)
+            except InputError as err:
+                text = str(err).replace("--guidance-min", "--guidance") if key == "guidance_scale" else str(err)
+                raise InputError(f"{path}: {key}: {text}") from None
+            overrides[name] = value
     return overrides, jobs
 
 

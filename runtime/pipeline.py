@@ -43,6 +43,8 @@ from mimic.spec import TensorName as N
 
 log = logging.getLogger(__name__)
 
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # the output's suffix decides its container
+
 
 @dataclass(frozen=True)
 class Components:
@@ -92,6 +94,10 @@ class Hooks:
     def denoise_turn(self):
         return contextlib.nullcontext()
 
+    def poll(self) -> None:
+        """Called between units of work (each UNet call, each decoded chunk): raise here to stop the
+        job (the executor cancels jobs this way); everything written so far is discarded cleanly."""
+
     synchronize = False  # True: phase timings wait for the device (benchmarks)
 
 
@@ -140,6 +146,7 @@ def generate(
     """
     hooks = hooks or Hooks()
     report = JobReport(job)
+    report.resumed_from_step = resume[0] if resume is not None else None
     config = job.config(c.base_config)
     backend, dt, dev = c.backend, c.dtype, c.device
     timer = _PhaseTimer(report, hooks, dev)
@@ -180,7 +187,7 @@ def generate(
 
     # 6. windowed denoising with progressive latent fusion
     with hooks.denoise_turn(), timer("denoise"):
-        latents = denoise(backend, plan, cond, inputs.poses, latents, hooks)
+        latents = denoise(backend, plan, cond, inputs.poses, latents, hooks, stream)
     del cond
 
     with timer("decode_write"):
@@ -191,6 +198,7 @@ def generate(
                 keep = frames[max(0, 1 - start) : max(0, 1 + inputs.num_output - start)]
                 if len(keep):
                     writer.write(keep)
+                hooks.poll()
         report.frames = writer.frames_written
         if sink is None:
             report.output = Path(job.out)
@@ -207,14 +215,17 @@ def decode_frames(backend: Backend, latents: torch.Tensor, scaling_factor: float
     for s in range(0, z.shape[0], chunk):
         frames = backend.run(StageName.VAE_DECODER, {N.LATENTS: z[s : s + chunk]}, stream)[N.FRAMES]
         check_finite(frames, f"decoded frames {s}..{s + frames.shape[0] - 1}", frames.dtype)
-        frames = frames.float().cpu()
-        yield s, ((frames / 2 + 0.5).clamp(0, 1) * 255.0).to(torch.uint8).numpy()
+        # to uint8 where the frames are (on a GPU: a quarter of the fp32 transfer), then to the host
+        pixels = ((frames.float() / 2 + 0.5).clamp(0, 1) * 255.0).to(torch.uint8)
+        yield s, pixels.cpu().numpy()
 
 
 def _open_writer(job: Job, inputs: JobInputs, hw: tuple[int, int]):
     from mimic.media.video_writer import PngSequenceWriter, VideoWriter
 
-    return PngSequenceWriter(job.out) if job.writes_png_sequence else VideoWriter(job.out, inputs.output_fps, hw)
+    if job.writes_png_sequence:
+        return PngSequenceWriter(job.out)
+    return VideoWriter(job.out, inputs.output_fps, hw, container_format=CONTAINERS.get(Path(job.out).suffix.lower(), "mp4"))
 
 
 def _copy_audio(job: Job, inputs: JobInputs, report: JobReport) -> None:

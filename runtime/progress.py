@@ -45,3 +45,85 @@ class ProgressHooks(Hooks):
         self._bar.update(done - self._bar.n)
         if done >= total:
             self._bar.close()
+
+
+class OpenJDProgress:
+    """Open Job Description's progress contract on stdout, for a whole run of ``num_jobs`` jobs:
+    ``openjd_progress: <0-100>`` whenever the whole run's integer percentage grows, and
+    ``openjd_status: <text>`` at each phase and denoising step (Deadline Cloud shows both).
+    A job counts 10% for its inputs and encoding, 80% for denoising (windows x steps) and 10% for
+    decoding and writing. ``hooks(k, job)`` gives job k's hooks (``JobExecutor.run(hooks_for=...)``).
+    """
+
+    STAGES = {"inputs": 0.05, "encode": 0.10, "denoise": 0.90, "decode_write": 1.0}
+
+    def __init__(self, num_jobs: int, stream=None):
+        import threading
+
+        self.num_jobs = max(1, num_jobs)
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._fractions = [0.0] * self.num_jobs
+        self._percent = -1
+
+    @property
+    def stream(self):
+        return self._stream or sys.stdout
+
+    def hooks(self, k: int, job) -> Hooks:
+        from pathlib import Path
+
+        return _OpenJDHooks(self, k, f"[{k + 1}/{self.num_jobs}] {Path(job.out).name}")
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def fail(self, message: str) -> None:
+        self.line(f"openjd_fail: {message}")
+
+    def update(self, k: int, fraction: float) -> None:
+        with self._lock:
+            self._fractions[k] = max(self._fractions[k], min(1.0, fraction))
+            percent = int(100 * sum(self._fractions) / self.num_jobs)
+            if percent <= self._percent:
+                return
+            self._percent = percent
+            self.stream.write(f"openjd_progress: {percent}\n")
+            self.stream.flush()
+
+
+class _OpenJDHooks(Hooks):
+    def __init__(self, run: OpenJDProgress, k: int, label: str):
+        self.run, self.k, self.label = run, k, label
+        self._calls = 0
+
+    def on_stage_end(self, name: str, seconds: float) -> None:
+        self.run.line(f"openjd_status: {self.label}: {name.replace('_', ' and ')} done in {seconds:.1f} s")
+        if name in OpenJDProgress.STAGES:
+            self.run.update(self.k, OpenJDProgress.STAGES[name])
+
+    def on_progress(self, done: int, total: int) -> None:
+        self.run.update(self.k, 0.10 + 0.80 * done / max(1, total))
+
+    def on_step_end(self, step: int, num_steps: int, latents) -> None:
+        self.run.line(f"openjd_status: {self.label}: denoising step {step}/{num_steps}")
+
+
+def progress_hooks(mode: str, num_jobs: int):
+    """``hooks_for(k, job)`` for ``mimic run --progress MODE``: ``auto`` (a bar on a terminal, plain
+    lines otherwise, on stderr), ``openjd`` (Open Job Description lines on stdout) or ``none``.
+    Returns (hooks_for, the OpenJDProgress or None)."""
+    from pathlib import Path
+
+    if mode == "auto":
+        return (lambda k, job: ProgressHooks(f"[{k + 1}/{num_jobs}] {Path(job.out).name}")), None
+    if mode == "openjd":
+        run = OpenJDProgress(num_jobs)
+        return run.hooks, run
+    if mode == "none":
+        return None, None
+    from mimic.errors import InputError
+
+    raise InputError(f"--progress must be auto, openjd or none, got {mode!r}")

@@ -19,6 +19,7 @@ class JobReport:
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    resumed_from_step: int | None = None  # continued from a checkpoint saved after this step
 
 
 def report_path(job: Job) -> Path:
@@ -43,6 +44,7 @@ def write_report(job: Job, report: JobReport, config: GenerationConfig, facts: d
         "seconds": {k: round(v, 4) for k, v in report.seconds.items()},
         "warnings": report.warnings,
         "error": report.error,
+        "resumed_from_step": report.resumed_from_step,
         "versions": versions(),
     }
     path = report_path(job)

@@ -22,6 +22,7 @@ from mimic.mimicmotion_ref.model_info import ModelInfo
 from mimic.mimicmotion_ref.weights import WeightsLayout, fetch_svd
 from mimic.runtime.inputs import validate_job
 from mimic.runtime.jobs import Job
+from mimic.runtime.memory import preflight
 from mimic.runtime.pipeline import Components, Hooks, generate
 from mimic.runtime.report import JobReport
 
@@ -125,7 +126,8 @@ class MimicMotion:
 
     def render(self, job: Job, hooks: Hooks | None = None) -> JobReport:
         """Validate, then run one job start to finish (raises MimicError on bad input)."""
-        validate_job(job)
+        validate_job(job, audio=self.options.audio)
+        preflight(self.layout, job.config(self.base_config), self.options.backend, self.options.device, self.options.dtype == torch.float32)
         return generate(self.components, job, hooks=hooks)
 
     def close(self) -> None:

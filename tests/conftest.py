@@ -8,14 +8,11 @@ import pytest
 
 
 def _gpu_reason() -> str | None:
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        return "cuda-python is not installed"
-    err, count = runtime.cudaGetDeviceCount()
-    if int(err) != 0 or not count:
-        return f"no CUDA GPU here ({err})"
-    return None
+    """None when a CUDA GPU is usable here (the project's one probe: cuda-python, else torch)."""
+    from mimic.fingerprint import cuda_probe_error
+
+    reason = cuda_probe_error()
+    return f"no CUDA GPU here ({reason})" if reason else None
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,4 +21,4 @@ def test_demo_refuses_an_unwritable_folder(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_bytes(b"x")
     code, _, stderr = run_cli(["demo", "--out", str(blocker / "sub")], capsys)
-    assert code == 2 and stderr.startswith("error: cannot create output folder")
+    assert code == 2 and stderr == f"error: --out {blocker}/sub/demo.mp4: {blocker} is a file, not a folder\n"

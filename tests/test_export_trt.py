@@ -114,6 +114,19 @@ def test_build_options_and_flags(tmp_path, caplog):
             BuildOptions(**bad)
 
 
+def test_rtx_builds_request_user_allocation_for_cuda_graphs(tmp_path):
+    """TensorRT-RTX engines are only stream-capturable with REQUIRE_USER_ALLOCATION (RTX 1.2 notes);
+    the flag is set by default, and such a plan builds ahead of time on this CPU machine."""
+    from mimic.engine.builder import builder_flags
+
+    trt = load_trt("tensorrt-rtx")
+    assert "REQUIRE_USER_ALLOCATION" in builder_flags(trt, BuildOptions(target="tensorrt-rtx"))
+    assert "REQUIRE_USER_ALLOCATION" not in builder_flags(trt, BuildOptions(target="tensorrt-rtx", cuda_graphs=False))
+    assert builder_flags(trt, BuildOptions(target="tensorrt-rtx", refittable=True, strip_plan=True, cuda_graphs=False)) == ["REFIT", "STRIP_PLAN"]
+    path = _add_graph(tmp_path / "add.onnx")
+    assert build_serialized_engine(path, {"x": ((1, 4), (2, 4), (8, 4))}, BuildOptions(target="tensorrt-rtx"))
+
+
 def test_timing_cache_helpers_round_trip(tmp_path):
     from mimic.engine import builder
 

@@ -18,12 +18,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mimic.export",),
     ("mimic.engine",),
     ("mimic.runtime",),
+    ("mimic.farm",),
     ("mimic.benchmarks",),
     ("mimic.commands",),
     ("mimic.cli",),
 )
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
-SPEC_NAMES_PACKAGES = ("runtime", "engine", "export", "benchmarks", "pose", "media", "commands")
+SPEC_NAMES_PACKAGES = ("runtime", "engine", "export", "benchmarks", "pose", "media", "commands", "farm")
 
 
 def production_modules() -> dict[str, Path]:

@@ -46,9 +46,14 @@ def _group():
 
 def test_the_cli_registers_every_command():
     group, ctx = _group()
-    assert set(group.list_commands(ctx)) == {"demo", "run", "pose", "export", "build-engines", "validate", "refit-unet", "bench"}
+    assert set(group.list_commands(ctx)) == {"demo", "run", "pose", "export", "build-engines", "validate", "refit-unet", "bench", "farm"}
 
 
 def test_bench_has_its_report_subcommand():
     group, ctx = _group()
     assert set(group.get_command(ctx, "bench").list_commands(ctx)) == {"report"}
+
+
+def test_farm_has_its_openjd_template_subcommand():
+    group, ctx = _group()
+    assert set(group.get_command(ctx, "farm").list_commands(ctx)) == {"openjd-template"}

@@ -1,0 +1,85 @@
+"""The farm's progress view: jobs done / failed / running, each worker's job at window x step, ETA.
+
+On a terminal it is a tqdm bar over jobs whose description shows the workers; otherwise (a log
+file, a scheduler's job log) a plain line every ``interval_s`` seconds and at the end. Events
+(a job done, failed or retried, a worker replaced) are log lines of their own (``mimic.farm``).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def describe_worker(run: dict) -> str:
+    """``w0 a.mp4 step 3/25 window 2/8`` (or the stage before denoising starts)."""
+    text = f"{run['worker']} {run['out']}"
+    done, total, steps = run.get("done", 0), run.get("total", 0), run.get("steps", 0) or 0
+    if total and done:
+        windows = max(1, total // steps) if steps else 0
+        if windows:
+            text += f" step {(done - 1) // windows + 1}/{steps} window {(done - 1) % windows + 1}/{windows}"
+        else:
+            text += f" {done}/{total} calls"
+    elif run.get("stage"):
+        text += f" {run['stage']}"
+    if run.get("attempt", 1) > 1:
+        text += f" (attempt {run['attempt']})"
+    return text
+
+
+def eta_seconds(snap: dict) -> float | None:
+    mean = snap.get("mean_job_seconds")
+    left = snap["total"] - snap["done"] - snap["failed"] - snap["cancelled"]
+    if mean is None or not left:
+        return None
+    return mean * left / max(1, snap.get("workers") or 1)
+
+
+def status_line(snap: dict) -> str:
+    eta = eta_seconds(snap)
+    workers = "; ".join(describe_worker(r) for r in snap["running"])
+    line = (f"farm: {snap['done']}/{snap['total']} done, {snap['failed']} failed, {len(snap['running'])} running, {snap['queued']} queued"
+            f" | {snap['elapsed']:.0f} s" + (f", ETA {eta:.0f} s" if eta is not None else ""))
+    return line + (f" | {workers}" if workers else "")
+
+
+class FarmView:
+    def __init__(self, stream=None, tty: bool | None = None, interval_s: float = 5.0):
+        self._stream, self._tty, self.interval = stream, tty, interval_s
+        self._bar = None
+        self._last = float("-inf")
+
+    @property
+    def stream(self):
+        return self._stream or sys.stderr
+
+    @property
+    def tty(self) -> bool:
+        return self._tty if self._tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, snap: dict) -> None:
+        if self.tty:
+            from tqdm import tqdm
+
+            if self._bar is None:
+                self._bar = tqdm(total=snap["total"], desc="farm", unit="job", file=self.stream, dynamic_ncols=True, leave=True)
+            self._bar.total = snap["total"]
+            self._bar.update(snap["done"] + snap["failed"] + snap["cancelled"] - self._bar.n)
+            workers = "; ".join(describe_worker(r) for r in snap["running"])
+            self._bar.set_postfix_str(f"failed {snap['failed']} running {len(snap['running'])} | {workers}", refresh=True)
+            return
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        self.stream.write(status_line(snap) + "\n")
+        self.stream.flush()
+
+    def close(self, snap: dict) -> None:
+        if self._bar is not None:
+            self._bar.update(snap["done"] + snap["failed"] + snap["cancelled"] - self._bar.n)
+            self._bar.close()
+            self._bar = None
+        elif not self.tty:
+            self.stream.write(status_line(snap) + "\n")
+            self.stream.flush()

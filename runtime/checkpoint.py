@@ -1,0 +1,282 @@
+"""Resumable jobs: the latents after denoising step k, saved atomically, so an interrupted job (a
+killed process, a lost node, a pre-empted machine, Ctrl-C) continues where it stopped.
+
+What a checkpoint holds (one folder per job: ``OUT.checkpoint/`` beside the output, or under
+``--checkpoint-dir``):
+
+* ``latents_KKKK.bin``: the raw bytes of the fused latents after step KKKK (written first);
+* ``checkpoint.json``: the step index, the tensor's shape and dtype, the sha256 of the latents file,
+  the seed, and the job's key: a sha256 of the input files' bytes, the job's settings and the weights
+  (written second, so it never names a file that is not complete).
+
+Why this is all the state there is: in ``generate()`` steps 1-5 (inputs, poses, embedding,
+reference latents, conditioning and the seeded noise) are deterministic for the job's seed and are
+simply recomputed, and denoising draws no random numbers after step 5; the scheduler's state is the
+step index. So ``generate(..., resume=(k, latents))`` renders frames byte-identical to an
+uninterrupted run. A checkpoint whose key does not match (other inputs, settings, seed or weights)
+is ignored with a warning and replaced; the folder is removed once the job's output is published.
+A checkpoint that cannot be written (full disk) is a warning, never a failed job.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mimic.files import atomic_write_bytes, atomic_write_text
+from mimic.runtime.jobs import Job
+from mimic.runtime.pipeline import Components, Hooks, generate
+from mimic.runtime.report import JobReport
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+MANIFEST = "checkpoint.json"
+SUFFIX = ".checkpoint"
+_INPUT_FIELDS = ("reference", "driving", "poses", "pose_frames", "ref_pose")
+_SAMPLE = 1 << 20  # weights files: size + first and last MiB (a 3 GB checkpoint is not re-read per job)
+
+
+# ------------------------------------------------------------------------------------ job keys
+
+
+def _hash_file(h, path: Path, sample: int | None = None) -> None:
+    size = path.stat().st_size
+    h.update(f"{path.name}:{size}:".encode())
+    with open(path, "rb") as f:
+        if sample is None or size <= 2 * sample:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        else:
+            h.update(f.read(sample))
+            f.seek(size - sample)
+            h.update(f.read(sample))
+
+
+def _hash_path(h, path: Path, sample: int | None = None) -> None:
+    path = Path(path)
+    if path.is_dir():
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(str(p.relative_to(path)).encode())
+            _hash_file(h, p, sample)
+    elif path.is_file():
+        _hash_file(h, path, sample)
+    else:
+        h.update(f"missing:{path}".encode())
+
+
+def inputs_digest(job: Job) -> str:
+    """sha256 over the bytes of every input file of the job (a folder of pose frames: every file)."""
+    h = hashlib.sha256()
+    for name in _INPUT_FIELDS:
+        value = getattr(job, name)
+        if value is not None:
+            h.update(name.encode())
+            _hash_path(h, Path(value))
+    return h.hexdigest()
+
+
+def weights_fingerprint(layout, facts: dict | None = None) -> str:
+    """Identity of the weights a backend was loaded from (sizes plus the first and last MiB of every
+    file, so it is the same on every node of a farm reading the same files) and of the backend,
+    device type and precision (their outputs differ in the last bits)."""
+    h = hashlib.sha256()
+    for name in ("svd", "checkpoint", "det_model", "pose_model"):
+        value = getattr(layout, name, None)
+        h.update(name.encode())
+        if value is not None and Path(str(value)).exists():
+            _hash_path(h, Path(str(value)), _SAMPLE)
+        else:
+            h.update(str(value).encode())  # a hub id
+    facts = facts or {}
+    device = str(facts.get("device", "")).split(":")[0]
+    h.update(json.dumps([facts.get("backend"), device, facts.get("precision")]).encode())
+    return h.hexdigest()
+
+
+def job_key(job: Job, components: Components, weights_key: str) -> str:
+    """sha256 of (inputs, settings, weights): a checkpoint is only used for the very same render."""
+    config = job.config(components.base_config)
+    data = {"format": FORMAT, "inputs": inputs_digest(job), "config": config.to_dict(), "pad_short": components.pad_short, "weights": weights_key}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_dir(job: Job, root: Path | None = None) -> Path:
+    """``OUT.checkpoint/`` beside the output; under ``root`` a folder named after the output plus a
+    hash of its absolute path (two outputs named alike in different folders do not collide)."""
+    out = Path(job.out)
+    if root is None:
+        return out.with_name(out.name + SUFFIX)
+    tag = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+    return Path(root) / f"{out.name}.{tag}{SUFFIX}"
+
+
+# ------------------------------------------------------------------------------------- storage
+
+
+def _dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype
+
+
+class CheckpointStore:
+    """One job's checkpoint folder: ``save`` after a step, ``load`` at start, ``remove`` when done."""
+
+    def __init__(self, folder: Path, key: str, seed: int | None = None):
+        self.folder, self.key, self.seed = Path(folder), key, seed
+        self.disabled = False  # set after a failed write: the job goes on without checkpoints
+        self.save_seconds: list[float] = []
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / MANIFEST
+
+    def save(self, step: int, num_steps: int, latents: torch.Tensor) -> bool:
+        """Write the latents after ``step`` (data file first, then the manifest naming it); False
+        (with a warning, once) when it cannot be written."""
+        if self.disabled:
+            return False
+        t0 = time.perf_counter()
+        host = latents.detach().to("cpu").contiguous()
+        data = host.view(torch.uint8).numpy().tobytes() if host.numel() else b""
+        name = f"latents_{step:04d}.bin"
+        manifest = {
+            "format": FORMAT, "key": self.key, "step": step, "num_steps": num_steps, "seed": self.seed,
+            "file": name, "sha256": hashlib.sha256(data).hexdigest(), "shape": list(host.shape), "dtype": str(host.dtype),
+        }
+        try:
+            atomic_write_bytes(self.folder / name, data)
+            atomic_write_text(self.manifest, json.dumps(manifest, indent=1) + "\n")
+        except OSError as err:
+            self.disabled = True
+            log.warning(f"warning: cannot write checkpoint in {self.folder} ({err.strerror or err}); the job goes on without checkpoints")
+            self._drop_incomplete()
+            return False
+        for old in self.folder.glob("latents_*.bin"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        self.save_seconds.append(time.perf_counter() - t0)
+        return True
+
+    def load(self) -> tuple[int, torch.Tensor] | None:
+        """(step, latents) of a checkpoint made for this very job; None when there is none (a
+        foreign, stale or damaged one is ignored with a warning)."""
+        if not self.manifest.is_file():
+            return None
+        try:
+            manifest = json.loads(self.manifest.read_text())
+            if manifest.get("format") != FORMAT or manifest.get("key") != self.key:
+                log.warning(f"warning: ignoring the checkpoint in {self.folder}: it was made for other inputs, settings or weights; starting over")
+                return None
+            data = (self.folder / manifest["file"]).read_bytes()
+            if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+                raise ValueError("its latents file does not match its checksum")
+            dtype, shape = _dtype(manifest["dtype"]), tuple(manifest["shape"])
+            latents = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(shape) if data else torch.empty(shape, dtype=dtype)
+            return int(manifest["step"]), latents
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            log.warning(f"warning: ignoring the damaged checkpoint in {self.folder} ({err}); starting over")
+            return None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _drop_incomplete(self) -> None:
+        """After a failed write: keep an earlier complete checkpoint, else leave nothing behind."""
+        if not self.manifest.is_file():
+            self.remove()
+
+
+class CheckpointHooks(Hooks):
+    """Saves the latents every ``every`` steps (and after the last one, so a job killed while
+    decoding skips all of denoising), then forwards every callback to ``inner``."""
+
+    def __init__(self, store: CheckpointStore, every: int = 1, inner: Hooks | None = None):
+        if every < 1:
+            raise ValueError("checkpoint interval must be >= 1 step")
+        self.store, self.every, self.inner = store, every, inner or Hooks()
+
+    @property
+    def synchronize(self) -> bool:  # type: ignore[override]
+        return self.inner.synchronize
+
+    def on_step_end(self, step: int, num_steps: int, latents: torch.Tensor) -> None:
+        if step % self.every == 0 or step == num_steps:
+            self.store.save(step, num_steps, latents)
+        self.inner.on_step_end(step, num_steps, latents)
+
+    def on_stage_end(self, name: str, seconds: float) -> None:
+        self.inner.on_stage_end(name, seconds)
+
+    def on_progress(self, done: int, total: int) -> None:
+        self.inner.on_progress(done, total)
+
+    def denoise_turn(self):
+        return self.inner.denoise_turn()
+
+    def poll(self) -> None:
+        poll = getattr(self.inner, "poll", None)
+        if poll is not None:
+            poll()
+
+
+# ------------------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """How jobs checkpoint and resume: ``every`` N steps (0: never save), into ``folder`` (None:
+    beside each output), resuming from a matching checkpoint unless ``resume`` is False.
+    ``weights_key``: ``weights_fingerprint(layout, facts)`` of the loaded backend."""
+
+    every: int = 1
+    folder: Path | None = None
+    resume: bool = True
+    weights_key: str = ""
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            from mimic.errors import InputError
+
+            raise InputError(f"--checkpoint-every must be >= 0 (0: no checkpoints), got {self.every}")
+        if self.folder is not None and not isinstance(self.folder, Path):
+            object.__setattr__(self, "folder", Path(os.fspath(self.folder)))
+
+    def store(self, components: Components, job: Job) -> CheckpointStore:
+        config = job.config(components.base_config)
+        return CheckpointStore(checkpoint_dir(job, self.folder), job_key(job, components, self.weights_key), config.seed)
+
+
+def generate_resumable(components: Components, job: Job, policy: CheckpointPolicy, *, hooks: Hooks | None = None, stream=None,
+                       render=generate) -> JobReport:
+    """``generate()`` with checkpoints: resume from the job's last matching checkpoint (the report
+    says ``resumed_from_step``), save every ``policy.every`` steps, remove the folder once the
+    output and its report are published. A failed or interrupted job keeps its checkpoint.
+    ``render``: the pipeline function (``generate``; the executor passes the one it uses)."""
+    store = policy.store(components, job)
+    resume = None
+    if policy.resume:
+        resume = store.load()
+    elif store.folder.exists():
+        store.remove()  # --no-resume: start over
+    if resume is not None:
+        log.info(f"resuming {job.out} from its checkpoint after step {resume[0]} ({store.folder})")
+    if policy.every:
+        hooks = CheckpointHooks(store, policy.every, hooks)
+    report = render(components, job, hooks=hooks, stream=stream, resume=resume)
+    store.remove()
+    return report
+
+
+def checkpoint_policy(mm, every: int = 1, folder: Path | None = None, resume: bool = True) -> CheckpointPolicy:
+    """The policy for jobs rendered by ``mm`` (a loaded ``MimicMotion``): its weights fingerprinted."""
+    return CheckpointPolicy(every=every, folder=folder, resume=resume, weights_key=weights_fingerprint(mm.layout, mm.components.facts))
