@@ -5,19 +5,71 @@ embedding application) decides where it goes.
 lines on stdout (warnings prefixed ``warning:``), ERROR and above on stderr. The
 handler looks ``sys.stdout`` up on every record, so redirections made after set-up (pytest's
 capture, a caller's ``contextlib.redirect_stdout``) still see the lines.
+
+Two things keep the output clean:
+
+* third-party warnings that tell the user nothing (``THIRD_PARTY_NOISE``, e.g. diffusers' "modules
+  ... should be kept in float32: []" on every ``.to(dtype)``) are re-logged at DEBUG on
+  ``mimic.third_party`` (shown with ``verbose=True``) instead of printed;
+* a progress bar (``mimic.runtime.progress``) leaves its line open; every line written here, and
+  the CLI's error line, first ends it (``end_progress_line``), so an error never continues a bar.
 """
 from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 ROOT = "mimic"
+# (logger that emits it, text it contains): warnings re-logged at DEBUG instead of printed.
+THIRD_PARTY_NOISE = (
+    ("diffusers.models.modeling_utils", "should be kept in float32"),
+)
+_open_lines: dict[int, object] = {}  # id(stream) -> stream holding an unfinished progress line
+_open_lock = threading.Lock()
+
+
+def progress_line_open(stream, is_open: bool) -> None:
+    """A progress bar on ``stream`` has (True) or no longer has (False) an unfinished line."""
+    with _open_lock:
+        if is_open:
+            _open_lines[id(stream)] = stream
+        else:
+            _open_lines.pop(id(stream), None)
+
+
+def end_progress_line() -> None:
+    """End any unfinished progress line, so what is written next starts on a line of its own."""
+    with _open_lock:
+        streams = list(_open_lines.values())
+        _open_lines.clear()
+    for stream in streams:
+        try:
+            stream.write("\n")
+            stream.flush()
+        except (OSError, ValueError):  # pragma: no cover - a closed stream has no line to end
+            pass
+
+
+class _Demote(logging.Filter):
+    """Drops ``text`` warnings of one third-party logger after re-logging them at DEBUG."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and self.text in record.getMessage():
+            logging.getLogger(f"{ROOT}.third_party").debug(f"{record.name}: {record.getMessage()}")
+            return False
+        return True
 
 
 class _StdoutHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = self.format(record)
+            end_progress_line()
             stream = sys.stderr if record.levelno >= logging.ERROR else sys.stdout
             stream.write(msg + "\n")
             stream.flush()
@@ -43,3 +95,7 @@ def setup_cli_logging(verbose: bool = False) -> None:
         handler = _StdoutHandler()
         handler.setFormatter(_PlainFormatter())
         logger.addHandler(handler)
+    for name, text in THIRD_PARTY_NOISE:
+        source = logging.getLogger(name)  # a record is filtered by the logger that creates it
+        if not any(isinstance(f, _Demote) and f.text == text for f in source.filters):
+            source.addFilter(_Demote(text))

@@ -235,7 +235,7 @@ def markdown(report: dict) -> str:
     if pk["missing"]:
         lines += ["| missing | needed for |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in pk["missing"].items()], ""]
     b = report.get("benchmark") or {}
-    lines += ["## Torch CUDA UNet, one CFG pair at 576x1024 (random full-size weights, fp16)", ""]
+    lines += ["## Torch CUDA UNet, one CFG pair at 1024x576 (random full-size weights, fp16)", ""]
     if b.get("skipped"):
         lines += [f"skipped: {b['skipped']}", ""]
     elif b.get("error"):
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     elif "diffusers" in missing:
         report["benchmark"] = {"skipped": "diffusers is not installed (the UNet module is diffusers'); pass --extra-path with it"}
     else:
-        print("benchmark: torch CUDA UNet CFG pair at 576x1024 ...", flush=True)
+        print("benchmark: torch CUDA UNet CFG pair at 1024x576 ...", flush=True)
         try:
             report["benchmark"] = bench_unet()
         except Exception as err:  # report it; the tests still run

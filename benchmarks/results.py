@@ -11,6 +11,8 @@ e2e       one whole job on one backend (or the upstream-faithful reference): sec
           peak host/device memory, FLOPs and floor time, speedup over the reference (same run)
 floor     the floor time of a standard real job (SVD-XT 1.1 at 576x1024) at this run's rate
 scaling   one video length in its own process: wall time per phase and peak RSS
+workers   one job on 1..K workers (``--device cpu,cpu``, ``cuda:0,cuda:1``): seconds, speedup,
+          parallel efficiency, and whether the frames equal the one-worker frames
 skip      something asked for that did not run, and why (no GPU for TensorRT, time budget, ...)
 ========  ==================================================================================
 """
@@ -46,12 +48,13 @@ COMMON_FIELDS = {
     "model": str,  # "tiny" | "real" (the FLOP model's config name)
 }
 ENV_FIELDS = {"platform": str, "python": str, "cpu_model": str, "cpu_cores_logical": int, "gpu": (dict, type(None)), "packages": dict}
+JOB_SHAPE = {"output_frames": int, "height": int, "width": int, "window": int, "overlap": int, "steps": int, "windows": int}
 KIND_FIELDS: dict[str, dict[str, type | tuple]] = {
     "matmul": {"dtype": str, "n": int, "iters": int, "tflops": _NUM, "tflops_best": _NUM},
     "stage": {
         "backend": str,
         "stage": str,
-        "shape": str,  # "576x1024 T=16"
+        "shape": str,  # "1024x576 T=16" (WIDTHxHEIGHT)
         "point": dict,  # export.specs shape point (B/F/N/H/W)
         "precision": str,
         "warmup": int,
@@ -67,13 +70,7 @@ KIND_FIELDS: dict[str, dict[str, type | tuple]] = {
     "e2e": {
         "backend": str,
         "precision": str,
-        "output_frames": int,
-        "height": int,
-        "width": int,
-        "window": int,
-        "overlap": int,
-        "steps": int,
-        "windows": int,
+        **JOB_SHAPE,
         "seconds": _NUM,
         "seconds_per_frame": _NUM,
         "phases": dict,
@@ -88,18 +85,23 @@ KIND_FIELDS: dict[str, dict[str, type | tuple]] = {
     "floor": {"job": str, "output_frames": int, "height": int, "width": int, "window": int, "steps": int, "flops": int, "stage_flops": dict, "matmul_tflops": _NUM, "floor_s": _NUM},
     "scaling": {
         "backend": str,
-        "output_frames": int,
-        "height": int,
-        "width": int,
-        "window": int,
-        "overlap": int,
-        "steps": int,
-        "windows": int,
+        **JOB_SHAPE,
         "seconds": _NUM,
         "phases": dict,
         "peak_rss_bytes": int,
         "baseline_rss_bytes": int,
         "flops": int,
+    },
+    "workers": {
+        "backend": str,
+        "devices": str,
+        "workers": int,
+        **JOB_SHAPE,
+        "seconds": _NUM,
+        "phases": dict,
+        "speedup": _NUM,  # one worker's seconds / these seconds (same run)
+        "efficiency": _NUM,  # speedup / workers
+        "identical_to_one_worker": bool,
     },
     "skip": {"what": str, "reason": str},
 }

@@ -15,7 +15,7 @@ window per step, PoseNet every step) and the requested backends (torch, onnxrunt
   output frame, the job's FLOPs and floor time, and the largest pixel difference to the
   reference's frames.
 
-Shapes: the released 576x1024 with 16- and 72-frame windows for real weights; the tiny preset at a
+Shapes: the released 1024x576 (WIDTHxHEIGHT) with 16- and 72-frame windows for real weights; the tiny preset at a
 small size otherwise (CPU runs stay short). Video encoding and pose extraction are not timed.
 """
 from __future__ import annotations
@@ -36,15 +36,15 @@ from mimic.benchmarks.flops import ModelConfigs, job_flops, stage_flops
 from mimic.benchmarks.matmul_rate import measure_matmul_rate
 from mimic.benchmarks.results import RunContext
 from mimic.errors import EngineError, InputError, MimicError
+from mimic.runtime.service import BACKENDS  # the runtime's backends; the reference is this module's
 from mimic.spec import StageName as S
 from mimic.spec import TensorName as N
 
 STAGE_ORDER = (S.IMAGE_ENCODER, S.VAE_ENCODER, S.POSE_NET, S.UNET, S.VAE_DECODER)
 WINDOW_STAGES = (S.POSE_NET, S.UNET)  # the stages whose shape depends on the window length
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 REFERENCE = "reference"
 # Standard real jobs whose floor time is reported at every run's matrix rate.
-STANDARD_JOBS = (("72 frames, 576x1024, T=72", 72), ("upstream 35 s demo (525 frames), 576x1024, T=72", 525))
+STANDARD_JOBS = (("72 frames, 1024x576, T=72", 72), ("upstream 35 s demo (525 frames), 1024x576, T=72", 525))
 
 
 @dataclass
@@ -56,7 +56,7 @@ class BenchPlan:
     engines: Path | None = None
     onnx_dir: Path | None = None
     backends: tuple[str, ...] = ("torch", "onnxruntime")
-    device: str | None = None  # None: cuda when available, else cpu
+    device: str | None = None  # None: cpu (a GPU is asked for: cuda[:N])
     precision: str | None = None  # None: fp16 on CUDA, fp32 on CPU
     height: int = 128
     width: int = 192
@@ -74,13 +74,15 @@ class BenchPlan:
     time_budget_s: float | None = 540.0  # sections that would start later are skipped (recorded)
     seed: int = 42
     threads: int | None = None  # CPU threads for torch and onnxruntime (None: their defaults)
+    svd: str | None = None  # per-part weight overrides (as `mimic run`)
+    checkpoint: Path | None = None
 
     def validate(self) -> None:
         bad = [b for b in self.backends if b not in BACKENDS]
         if bad:
             raise InputError(f"unknown backend(s) {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
         if self.height % 64 or self.width % 64 or self.height < 64 or self.width < 64:
-            raise InputError(f"--size must be multiples of 64 (the UNet's skips), got {self.height}x{self.width}")
+            raise InputError(f"--size must be multiples of 64 (the UNet's skips), got {self.width}x{self.height} (WIDTHxHEIGHT)")
         if self.repeats < 1 or self.warmup < 0:
             raise InputError("--repeats must be >= 1 and --warmup >= 0")
         if any(w < 2 for w in self.windows) or self.e2e_window < 2:
@@ -110,14 +112,24 @@ def defaults_for(real: bool, quick: bool) -> dict:
 
 # ------------------------------------------------------------------------------------- helpers
 def resolve_device(device: str | None) -> torch.device:
+    """``--device``: cpu (the default, as every command) or cuda[:N]."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda but PyTorch sees no CUDA GPU here")
     if dev.type not in ("cpu", "cuda"):
         raise InputError(f"unknown device {device!r}; use cpu or cuda[:N]")
     return dev
+
+
+def busy_machine_note(load: float | None, cores: int, threads: int | None) -> str | None:
+    """What to tell the user of a CPU run on a busy machine (None when it is not busy); the advice
+    to pass --threads 1 only when they have not."""
+    if load is None or load <= 0.5 * cores:
+        return None
+    advice = "" if threads == 1 else "; --threads 1 is steadier"
+    return f"the machine is busy (load {load} on {cores} cores): CPU timings will be noisy{advice}"
 
 
 def sync(device: torch.device) -> None:
@@ -332,7 +344,7 @@ class Bench:
         from mimic.mimicmotion_ref.model_info import ModelInfo
 
         p = self.plan
-        self.layout = layout_from_options(preset=p.preset, weights=p.weights)
+        self.layout = layout_from_options(preset=p.preset, weights=p.weights, svd=p.svd, checkpoint=p.checkpoint)
         svd_dir = fetch_svd(self.layout.svd)
         self.configs = ModelConfigs.from_svd_dir(svd_dir)
         self.info = ModelInfo.from_svd_dir(svd_dir)
@@ -347,9 +359,9 @@ class Bench:
         self.ctx = RunContext.new(self.command, self.env, str(self.device), self.configs.name)
         self.log(f"mimic bench: {self.configs.name} model, {self.device} {self.precision}, run {self.ctx.run_id}")
         self.log(f"  {describe(self.env)}")
-        load, cores = self.env.get("load_avg_1m"), self.env.get("cpu_cores_logical") or 1
-        if self.device.type == "cpu" and load is not None and load > 0.5 * cores:
-            self.log(f"  note: the machine is busy (load {load} on {cores} cores): CPU timings will be noisy; --threads 1 is steadier")
+        note = busy_machine_note(self.env.get("load_avg_1m"), self.env.get("cpu_cores_logical") or 1, p.threads) if self.device.type == "cpu" else None
+        if note:
+            self.log(f"  note: {note}")
         from mimic.mimicmotion_ref.config import GenerationConfig
 
         self.config = GenerationConfig(
@@ -413,7 +425,7 @@ class Bench:
     # -- stages --
     def stage_points(self, window: int, first: bool) -> list[tuple[str, str, dict]]:
         p = self.plan
-        hw = f"{p.height}x{p.width}"
+        hw = f"{p.width}x{p.height}"  # WIDTHxHEIGHT, as every size the CLI prints
         points = {
             S.IMAGE_ENCODER: {"B": 1},
             S.VAE_ENCODER: {"B": 1, "H": p.height, "W": p.width},

@@ -12,27 +12,23 @@ from typing import List, Optional
 
 import typer
 
+from mimic.commands.conventions import BACKENDS, DEVICE_HELP, DEVICE_METAVAR, PRESET_HELP, PRESETS, check_device, choices, in_range
 from mimic.errors import InputError
 
 BENCH_HELP = (
     "Benchmark every stage and the whole job on each backend, against the upstream-faithful reference "
     "measured in the same run; append JSON-lines records to --out.\n\n"
-    "Shapes: the released 576x1024 with 16- and 72-frame windows for --weights; the tiny preset at a small "
+    "Shapes: the released 1024x576 (WIDTHxHEIGHT) with 16- and 72-frame windows for --weights; the tiny preset at a small "
     "size otherwise. --quick shrinks everything; --scaling adds wall time and peak RSS against the number of "
-    "output frames (one process per point). Then: mimic bench report FILES -o DIR."
+    "output frames (one process per point, after an untimed warm-up job). Then: mimic bench report FILES -o DIR."
 )
 
 
 def parse_size(text: str | None, option: str) -> tuple[int, int] | None:
-    """``HEIGHTxWIDTH`` or a shape preset name (``portrait-576``), multiples of 64."""
-    if text is None:
-        return None
-    from mimic.engine.command import shape_hw
+    """``WIDTHxHEIGHT`` or a shape preset name (``portrait-576``), multiples of 64 -> (height, width)."""
+    from mimic.commands.conventions import parse_size as parse
 
-    try:
-        return shape_hw(text)
-    except InputError as err:
-        raise InputError(f"{option}: {err}") from None
+    return parse(text, option)
 
 
 def parse_ints(text: str | None, option: str) -> tuple[int, ...] | None:
@@ -69,31 +65,33 @@ bench_app = typer.Typer(help=BENCH_HELP, add_completion=False, pretty_exceptions
 @bench_app.callback(invoke_without_command=True)
 def bench(
     ctx: typer.Context,
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (real model, 576x1024)."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (real model, 1024x576)."),
+    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights/--preset)."),
     engines: Optional[Path] = typer.Option(None, "--engines", help="Engine folder from `mimic build-engines` (tensorrt)."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Exported ONNX folder (onnxruntime; default: exported into the cache)."),
-    backend: Optional[List[str]] = typer.Option(None, "--backend", help="torch | onnxruntime | tensorrt (repeat; default torch + onnxruntime, + tensorrt with --engines)."),
+    backend: Optional[List[str]] = typer.Option(None, "--backend", metavar=choices(BACKENDS), help="Backends to measure (repeat; default torch + onnxruntime, + tensorrt with --engines)."),
     out: Path = typer.Option(Path("results.jsonl"), "--out", help="JSON-lines file the records are appended to."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda[:N] (default: cuda when available)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp16 | fp32 (default fp16 on CUDA, fp32 on CPU)."),
-    size: Optional[str] = typer.Option(None, "--size", help="HEIGHTxWIDTH (default 576x1024 real, 128x192 tiny)."),
-    window: Optional[List[int]] = typer.Option(None, "--window", help="Stage-benchmark window length (repeat; default 16 and 72 real, 16 tiny)."),
-    e2e_window: Optional[int] = typer.Option(None, "--e2e-window", help="Window of the end-to-end job (default: the largest --window)."),
-    overlap: Optional[int] = typer.Option(None, "--overlap", help="Window overlap of the end-to-end job."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Output frames of the end-to-end job."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Denoising steps of the end-to-end job (real default 25)."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed calls per stage (after warm-up)."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed calls per stage before timing."),
-    e2e_repeats: Optional[int] = typer.Option(None, "--e2e-repeats", help="End-to-end rounds (median; 0 skips end to end)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime."),
+    device: str = typer.Option("cpu", "--device", metavar=DEVICE_METAVAR, help=DEVICE_HELP),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="fp16|fp32", help="Default: fp16 on CUDA, fp32 on the CPU."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="WIDTHxHEIGHT", help="Benchmark size, multiples of 64 (default 1024x576 with --weights, 192x128 with a preset; --quick 128x64)."),
+    window: Optional[List[int]] = typer.Option(None, "--window", help=f"Stage-benchmark window length (repeat; default 16 and 72 with --weights, 16 with a preset). {in_range(2)}"),
+    e2e_window: Optional[int] = typer.Option(None, "--e2e-window", help=f"Window of the end-to-end job (default: the largest --window). {in_range(2)}"),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help=f"Window overlap of the end-to-end job (below its window). {in_range(0)}"),
+    frames: Optional[int] = typer.Option(None, "--frames", help=f"Output frames of the end-to-end job. {in_range(1)}"),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Denoising steps of the end-to-end job (default 25 with --weights). {in_range(1)}"),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help=f"Timed calls per stage (after warm-up). {in_range(1)}"),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Untimed calls per stage before timing. {in_range(0)}"),
+    e2e_repeats: Optional[int] = typer.Option(None, "--e2e-repeats", help=f"End-to-end rounds (median; 0 skips end to end). {in_range(0)}"),
+    threads: Optional[int] = typer.Option(None, "--threads", help=f"CPU threads for torch and onnxruntime (default: theirs). {in_range(1)}"),
     no_reference: bool = typer.Option(False, "--no-reference", help="Skip the upstream-faithful reference (no speedups then)."),
     time_budget: float = typer.Option(540.0, "--time-budget", help="Seconds; sections that would start later are skipped and recorded (0: no limit)."),
     scaling: bool = typer.Option(False, "--scaling", help="Also measure wall time and peak RSS against video length."),
     quick: bool = typer.Option(False, "--quick", help="Smaller shapes, fewer repeats, fewer scaling points."),
     scaling_frames: Optional[str] = typer.Option(None, "--scaling-frames", help="Comma-separated output-frame counts (default 72,144,288,576; quick 16,32,64)."),
-    scaling_size: Optional[str] = typer.Option(None, "--scaling-size", help="HEIGHTxWIDTH of the scaling points (default 128x192; quick 64x128)."),
-    scaling_steps: int = typer.Option(1, "--scaling-steps", help="Denoising steps per scaling point."),
+    scaling_size: Optional[str] = typer.Option(None, "--scaling-size", metavar="WIDTHxHEIGHT", help="Size of the scaling points (default 192x128; --quick 128x64)."),
+    scaling_steps: int = typer.Option(1, "--scaling-steps", help=f"Denoising steps per scaling point. {in_range(1)}"),
 ) -> None:
     if ctx.invoked_subcommand is not None:
         return
@@ -102,7 +100,8 @@ def bench(
     from mimic.benchmarks.stage_bench import Bench, BenchPlan, defaults_for
 
     if (preset is None) == (weights is None):
-        raise InputError("give --preset tiny or --weights DIR (exactly one)")
+        raise InputError(f"give --preset tiny or --weights DIR (exactly one; presets: {', '.join(PRESETS)})")
+    check_device(device)
     if precision not in (None, "fp16", "fp32"):
         raise InputError(f"unknown precision {precision!r}; choose fp16 or fp32")
     backends = tuple(dict.fromkeys(backend or (["torch", "onnxruntime"] + (["tensorrt"] if engines else []))))
@@ -119,7 +118,8 @@ def bench(
     if d["overlap"] >= d["e2e_window"]:
         d["overlap"] = max(0, d["e2e_window"] // 4)
     args = dict(
-        preset=preset, weights=weights, engines=engines, onnx=onnx_dir, backend=backends, device=device, precision=precision, size=size,
+        preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, engines=engines, onnx=onnx_dir, backend=backends,
+        device=device if device != "cpu" else None, precision=precision, size=size,
         window=tuple(window or ()), e2e_window=e2e_window, overlap=overlap, frames=frames, steps=steps, repeats=repeats, warmup=warmup,
         e2e_repeats=e2e_repeats, threads=threads, no_reference=no_reference, time_budget=time_budget if time_budget != 540.0 else None,
         scaling=scaling, quick=quick, scaling_frames=scaling_frames, scaling_size=scaling_size, scaling_steps=scaling_steps if scaling_steps != 1 else None,
@@ -127,7 +127,7 @@ def bench(
     )
     plan = BenchPlan(
         preset=preset, weights=weights, engines=engines, onnx_dir=onnx_dir, backends=backends, device=device, precision=precision,
-        reference=not no_reference, time_budget_s=time_budget or None, threads=threads, **d,
+        reference=not no_reference, time_budget_s=time_budget or None, threads=threads, svd=svd, checkpoint=checkpoint, **d,
     )
     sc_frames = parse_ints(scaling_frames, "--scaling-frames")
     sc_size = parse_size(scaling_size, "--scaling-size")
@@ -140,6 +140,68 @@ def bench(
     typer.echo(f"wrote {len(writer.records)} records to {out}")
     typer.echo("")
     typer.echo(summary_text(writer.records))
+
+@bench_app.command("quality")
+def quality(
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP + " With toy the ground truth is known."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (no ground truth: quality relative to 25 steps)."),
+    out: Path = typer.Option(Path("quality"), "--out", help="Folder for quality.json, quality.md and quality.png."),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="VARIANT", help="A variant (repeat), e.g. ays-10, karras-15+overlap-2, onnxruntime+fp16, ramp; default: the full set."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Driving frames of the job (default: three windows' worth)."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Short side in px (default: the preset's; small for a quick check)."),
+    window: Optional[int] = typer.Option(None, "--window", help="Frames per window (default: the preset's)."),
+    seed: int = typer.Option(42, "--seed", help="Random seed (the same for every variant)."),
+    device: str = typer.Option("cpu", "--device", metavar=DEVICE_METAVAR, help=DEVICE_HELP),
+    engines: Optional[Path] = typer.Option(None, "--engines", help="Engine folder (for tensorrt variants)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime."),
+) -> None:
+    """What speed options cost: steps 25/15/10/6, Karras vs Align Your Steps, overlap, guidance ramp,
+    fp16, backends; per variant seconds, UNet calls, PSNR/SSIM to the 25-step output and (toy) to the
+    ground truth, seam and flicker scores, and a quality-vs-time plot."""
+    from mimic.benchmarks.quality_bench import DEFAULT_VARIANTS, QualityPlan, run_quality
+
+    if (preset is None) == (weights is None):
+        raise InputError(f"give --preset or --weights DIR (exactly one; presets: {', '.join(PRESETS)})")
+    check_device(device)
+    plan = QualityPlan(preset=preset, weights=weights, variants=tuple(variant or DEFAULT_VARIANTS), frames=frames, resolution=resolution,
+                       window=window, seed=seed, device=device, engines=engines, threads=threads)
+    run_quality(plan, out, typer.echo)
+
+
+@bench_app.command("workers")
+def workers(
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder."),
+    backend: str = typer.Option("onnxruntime", "--backend", metavar=choices(BACKENDS), help="Backend of every worker."),
+    device: str = typer.Option("cpu,cpu", "--device", help="Devices, one worker each (cpu,cpu or cuda:0,cuda:1,...); runs 1, 2, 4, ... of them."),
+    frames: int = typer.Option(40, "--frames", help="Output frames of the job."),
+    steps: int = typer.Option(2, "--steps", help="Denoising steps."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Short side in px (default: the preset's)."),
+    window: Optional[int] = typer.Option(None, "--window", help="Frames per window (default: the preset's)."),
+    overlap: Optional[int] = typer.Option(None, "--overlap", help="Window overlap (default: the preset's)."),
+    repeats: int = typer.Option(1, "--repeats", help="Timed jobs per worker count (median), after one untimed warm-up."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads per worker (default: the cores split over the CPU workers)."),
+    out: Path = typer.Option(Path("results.jsonl"), "--out", help="JSON-lines file the `workers` records are appended to."),
+) -> None:
+    """One job's windows split over 1, 2, 4, ... workers: seconds per job, speedup, parallel
+    efficiency, and whether the frames equal the one-worker frames."""
+    from mimic.benchmarks.env import fingerprint
+    from mimic.benchmarks.results import ResultsWriter, RunContext
+    from mimic.benchmarks.worker_scaling import WorkerPlan, run_workers
+    from mimic.runtime.service import parse_devices
+
+    if (preset is None) == (weights is None):
+        raise InputError(f"give --preset or --weights DIR (exactly one; presets: {', '.join(PRESETS)})")
+    devices = parse_devices(device)
+    writer = ResultsWriter(out)
+    ctx = RunContext.new("mimic bench workers" + command_line({"preset": preset, "weights": weights, "backend": backend, "device": devices, "frames": frames, "steps": steps})[len("mimic bench"):],
+                         fingerprint(), devices, preset or "real")
+    plan = WorkerPlan(preset=preset, weights=str(weights) if weights else None, backend=backend, devices=devices, frames=frames,
+                      resolution=resolution, window=window, overlap=overlap, steps=steps, repeats=repeats, threads=threads)
+    typer.echo(f"mimic bench workers: {backend} on {devices}, {frames} frames, {steps} steps")
+    run_workers(plan, ctx, writer, typer.echo)
+    typer.echo(f"wrote {len(writer.records)} records to {out}")
+
 
 @bench_app.command("report")
 def report(
@@ -179,5 +241,6 @@ def _run_scaling(runner, plan, quick: bool, frames, size, steps: int, writer) ->
         weights=str(plan.weights) if plan.weights else None, onnx_dir=str(plan.onnx_dir) if plan.onnx_dir else None, device=str(runner.device),
         threads=plan.threads,
     )
-    typer.echo(f"scaling: {len(points)} points ({', '.join(backends)}; {', '.join(map(str, frames))} frames at {size[0]}x{size[1]}, {steps} step(s)), one process each")
+    typer.echo(f"scaling: {len(points)} points ({', '.join(backends)}; {', '.join(map(str, frames))} frames at {size[1]}x{size[0]}, {steps} step(s)), "
+               "one process each, after an untimed warm-up job")
     run_scaling(points, runner.ctx, writer, typer.echo, configs=runner.configs)

@@ -6,19 +6,22 @@ from typing import Optional
 
 import typer
 
+from mimic.commands.conventions import ENGINE_STAGES, PRESET_HELP, PRESETS, choices, in_range, targets
+from mimic.engine.gpu import RTX_DEFAULT_SMS
 from mimic.spec import DEFAULT_WORKSPACE_GB
 
-BUILD_HELP = """Export FP16 ONNX and build one TensorRT engine per stage into OUT.
+BUILD_HELP = f"""Export FP16 ONNX and build one TensorRT engine per stage into OUT.
 
-Stages: image_encoder, vae_encoder, pose_net, unet, vae_decoder and the two DWPose models. Each
-engine is published as OUT/<stage>.plan + OUT/<stage>.manifest.json; a second run reuses engines
-whose cache key (ONNX bytes, build options, TensorRT version, GPU) is unchanged ("up to date").
---target tensorrt-rtx builds ahead of time without a GPU (consumer GPUs sm_80/86/89/120)."""
+Stages: {', '.join(ENGINE_STAGES)}. Each engine is published as OUT/<stage>.plan +
+OUT/<stage>.manifest.json; a second run reuses engines whose cache key (ONNX bytes, build options,
+TensorRT version, GPU) is unchanged ("up to date"). --target tensorrt-rtx builds ahead of time
+without a GPU (consumer GPUs sm_80/86/89/120). Every option is checked before the export starts."""
 
 VALIDATE_HELP = """Run every engine in DIR against onnxruntime on the same ONNX (GPU needed).
 
-Every manifest and plan is checked first (works without a GPU; --check-only stops there). Prints max abs / relative error, PSNR for decoded frames and NaN counts per output; exits non-zero
-when a stage is outside its tolerance."""
+Every manifest and plan is checked first (works without a GPU; --check-only stops there). Prints
+max abs / relative error, PSNR for decoded frames and NaN counts per output; exits non-zero when a
+stage is outside its tolerance."""
 
 
 app = typer.Typer()
@@ -28,31 +31,41 @@ app = typer.Typer()
 def build_engines(
     out: Path = typer.Option(..., "--out", help="Engine folder (plans, manifests, onnx/)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (SVD/, MimicMotion_1-1.pth, DWPose/)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
-    shapes: Optional[str] = typer.Option(None, "--shapes", help="Resolutions to cover: portrait-576,landscape-576 (default), HxW, or tiny."),
-    window: Optional[int] = typer.Option(None, "--window", help="Frames per UNet window: 16 or 72 (default 72; tiny: 16)."),
-    target: str = typer.Option("tensorrt", "--target", help="tensorrt (TensorRT 11, needs the GPU) | tensorrt-rtx (ahead of time, CPU ok)."),
-    optimization_level: int = typer.Option(3, "--optimization-level", help="Builder optimization level 0-5."),
-    workspace_gb: float = typer.Option(DEFAULT_WORKSPACE_GB, "--workspace-gb", help="Workspace cap per build, GiB (8 by default: the 72-frame UNet needs a cap, TensorRT #4360)."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
+    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights/--preset)."),
+    det_model: Optional[Path] = typer.Option(None, "--det-model", help="yolox_l.onnx (overrides --weights/--preset)."),
+    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="dw-ll_ucoco_384.onnx (overrides --weights/--preset)."),
+    shapes: Optional[str] = typer.Option(None, "--shapes", metavar="SHAPES",
+                                         help="Resolutions to cover, comma-separated: portrait-576, landscape-576 (the default: both), "
+                                              "WIDTHxHEIGHT (multiples of 64, e.g. 1024x576), or tiny (the tiny preset's default)."),
+    window: Optional[int] = typer.Option(None, "--window", help=f"Frames per UNet window (default: the preset's window, 72 with --weights; 16 for MimicMotion 1.0). {in_range(2)}"),
+    target: str = typer.Option("tensorrt", "--target", metavar=choices(targets()),
+                               help="tensorrt: TensorRT 11, built on the GPU it runs on; tensorrt-rtx: ahead of time, a CPU is enough."),
+    optimization_level: int = typer.Option(3, "--optimization-level", help=f"Builder optimization level. {in_range(0, 5)}"),
+    workspace_gib: float = typer.Option(DEFAULT_WORKSPACE_GB, "--workspace-gib", help="Workspace cap per build in GiB, > 0 (the 72-frame UNet needs a cap, TensorRT #4360)."),
+    workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb", hidden=True, help="Old name of --workspace-gib."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (default: OUT/timing-cache/<trt>-<sm>.cache)."),
     no_timing_cache: bool = typer.Option(False, "--no-timing-cache", help="Build without a timing cache (deployment builds)."),
     refittable: bool = typer.Option(False, "--refittable", help="Build the UNet refittable (swap checkpoints with `mimic refit-unet`)."),
-    compute_capability: Optional[list[str]] = typer.Option(None, "--compute-capability", help="TensorRT-RTX target SMs, e.g. 8.6 (repeatable; default: its portable set)."),
-    stage: Optional[list[str]] = typer.Option(None, "--stage", help="Only these stages (repeatable)."),
+    compute_capability: Optional[list[str]] = typer.Option(None, "--compute-capability", metavar="X.Y",
+                                                           help=f"TensorRT-RTX target SMs, e.g. 8.6 (repeatable; default: its portable set {', '.join(RTX_DEFAULT_SMS)})."),
+    stage: Optional[list[str]] = typer.Option(None, "--stage", metavar="STAGE", help=f"Only these stages (repeatable; default: all): {', '.join(ENGINE_STAGES)}."),
     force: bool = typer.Option(False, "--force", help="Re-export and rebuild even when up to date."),
 ) -> None:
     from mimic.engine.command import build_engines_command
 
-    build_engines_command(out, preset=preset, weights=weights, shapes=shapes, window=window, target=target,
-                          optimization_level=optimization_level, workspace_gb=workspace_gb, timing_cache=timing_cache,
+    build_engines_command(out, preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, det_model=det_model, pose_model=pose_model,
+                          shapes=shapes, window=window, target=target, optimization_level=optimization_level,
+                          workspace_gb=workspace_gb if workspace_gb is not None else workspace_gib, timing_cache=timing_cache,
                           use_timing_cache=not no_timing_cache, refittable=refittable, stages=stage or None, force=force,
                           compute_capabilities=tuple(compute_capability or ()))
 
 @app.command("validate", help=VALIDATE_HELP)
 def validate(
     engines: Path = typer.Option(..., "--engines", help="Engine folder written by build-engines."),
-    stage: Optional[list[str]] = typer.Option(None, "--stage", help="Only these stages (repeatable)."),
-    points: str = typer.Option("opt", "--points", help="Profile shape points to test: any of min,opt,max."),
+    stage: Optional[list[str]] = typer.Option(None, "--stage", metavar="STAGE", help=f"Only these stages (repeatable; default: all): {', '.join(ENGINE_STAGES)}."),
+    points: str = typer.Option("opt", "--points", metavar="min,opt,max", help="Profile shape points to test, comma-separated: any of min, opt, max."),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help="Folder of real inputs saved as <stage>.pt (dict of tensors)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
     check_only: bool = typer.Option(False, "--check-only", help="Only check manifests and plans (no GPU needed)."),
@@ -70,10 +83,11 @@ def validate(
 def refit_unet(
     engines: Path = typer.Option(..., "--engines", help="Engine folder with a refittable unet (build-engines --refittable)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Weights folder with the new checkpoint."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The new MimicMotion checkpoint (.pth)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The new MimicMotion checkpoint (.pth; overrides --weights/--preset)."),
+    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the comparison with a fresh build (not recommended)."),
 ) -> None:
     from mimic.engine.command import refit_unet_command
 
-    refit_unet_command(engines, preset=preset, weights=weights, checkpoint=checkpoint, verify=not no_verify)
+    refit_unet_command(engines, preset=preset, weights=weights, checkpoint=checkpoint, svd=svd, verify=not no_verify)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from mimic.spec import STAGE_NAMES
+from mimic.commands.conventions import EXPORT_STAGES, PRESET_HELP, PRESETS, choices, in_range
 
 EXPORT_HELP = """Export the model stages to ONNX for TensorRT / onnxruntime.
 
@@ -22,14 +22,16 @@ app = typer.Typer()
 def export_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder for the ONNX graphs."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (SVD/, MimicMotion_1-1.pth)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
-    precision: str = typer.Option("both", "--precision", help="fp16 | fp32 | both."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
+    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights/--preset)."),
+    precision: str = typer.Option("both", "--precision", metavar="fp16|fp32|both", help="Graph precision(s) to write."),
     validate: bool = typer.Option(False, "--validate", help="Compare each graph with PyTorch and print a table."),
-    stage: Optional[list[str]] = typer.Option(None, "--stage", help=f"Only these stages (repeatable): {', '.join(STAGE_NAMES)}."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (18-20; default 20)."),
+    stage: Optional[list[str]] = typer.Option(None, "--stage", metavar="STAGE", help=f"Only these stages (repeatable; default: all): {', '.join(EXPORT_STAGES)}."),
+    opset: Optional[int] = typer.Option(None, "--opset", help=f"ONNX opset (default 20). {in_range(18, 20)}"),
 ) -> None:
     from mimic.export.command import export_command
     from mimic.export.onnx_export import DEFAULT_OPSET
 
-    export_command(out, preset=preset, weights=weights, precision=precision, validate=validate, stages=stage or None,
-                   opset=opset if opset is not None else DEFAULT_OPSET)
+    export_command(out, preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, precision=precision, validate=validate,
+                   stages=stage or None, opset=opset if opset is not None else DEFAULT_OPSET)

@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from mimic.commands.cli_help import SETTINGS_PANEL
+from mimic.commands.conventions import BACKENDS, PRESET_HELP, PRESETS, choices, in_range
 from mimic.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -36,33 +38,37 @@ def farm(
     ctx: typer.Context,
     jobs: Optional[Path] = typer.Option(None, "--jobs", help="Jobs file (YAML/JSON list or upstream test.yaml)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (default: start a private local one)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Workers (default: one per GPU; 1 on CPU)."),
-    retries: int = typer.Option(2, "--retries", help="Retries of a job whose worker died or ran out of memory."),
+    workers: Optional[int] = typer.Option(None, "--workers", help=f"Workers (default: one per GPU; 1 on CPU). {in_range(1)}"),
+    devices_per_worker: int = typer.Option(1, "--devices-per-worker", help="Devices per worker: each job's windows split over them (GPUs per Ray actor)."),
+    retries: int = typer.Option(2, "--retries", help=f"Retries of a job whose worker died or ran out of memory. {in_range(0)}"),
     report: Optional[Path] = typer.Option(None, "--report", help="Farm report JSON (default: JOBS.farm-report.json beside the jobs file)."),
-    jobs_per_worker: Optional[int] = typer.Option(None, "--jobs-per-worker", help="Jobs in flight per worker, their stages overlapped (default 2 on a GPU, 1 on a CPU)."),
-    checkpoint_every: int = typer.Option(1, "--checkpoint-every", help="Save each job's latents every N denoising steps (0: never)."),
+    jobs_per_worker: Optional[int] = typer.Option(None, "--jobs-per-worker", help=f"Jobs in flight per worker, their stages overlapped (default 2 on a GPU, 1 on a CPU). {in_range(1)}"),
+    checkpoint_every: int = typer.Option(1, "--checkpoint-every", help=f"Save each job's latents every N denoising steps (0: never). {in_range(0)}"),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Folder for resume checkpoints (default: OUT.checkpoint/ beside each output)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Start over even where a checkpoint of the same job exists."),
-    progress: str = typer.Option("auto", "--progress", help="auto (bar on a terminal, plain lines otherwise, on stderr) | none."),
+    progress: str = typer.Option("auto", "--progress", metavar="auto|none", help="auto: a bar on a terminal, plain lines otherwise, on stderr; none."),
     config: Optional[Path] = typer.Option(None, "--config", help="Settings file (YAML/JSON mapping of run settings)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (same path on every node)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
-    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights)."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
+    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights/--preset)."),
+    det_model: Optional[Path] = typer.Option(None, "--det-model", help="yolox_l.onnx (overrides --weights/--preset)."),
+    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="dw-ll_ucoco_384.onnx (overrides --weights/--preset)."),
     engines: Optional[Path] = typer.Option(None, "--engines", help="Engine folder from `mimic build-engines` (tensorrt)."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Exported ONNX folder (onnxruntime)."),
-    backend: str = typer.Option("onnxruntime", help="torch | onnxruntime | tensorrt."),
-    device: str = typer.Option("auto", help="auto (cuda when the cluster has GPUs) | cpu | cuda."),
-    precision: Optional[str] = typer.Option(None, help="fp16 | fp32 (default fp16 on CUDA, fp32 on CPU)."),
-    window: Optional[int] = typer.Option(None, help="Frames per denoising window."),
-    overlap: Optional[int] = typer.Option(None, help="Window overlap."),
-    steps: Optional[int] = typer.Option(None, help="Denoising steps."),
-    guidance: Optional[float] = typer.Option(None, help="Constant guidance."),
-    seed: Optional[int] = typer.Option(None, help="Random seed."),
-    fps: Optional[float] = typer.Option(None, help="Output frame rate."),
-    resolution: Optional[int] = typer.Option(None, help="Short side in px, multiple of 64."),
-    sample_stride: Optional[int] = typer.Option(None, help="Driving-video frame stride."),
-    decode_chunk: Optional[int] = typer.Option(None, help="Frames per temporal-decoder chunk."),
+    backend: str = typer.Option("onnxruntime", "--backend", metavar=choices(BACKENDS), help="Execution backend (tensorrt needs --engines)."),
+    device: str = typer.Option("cpu", "--device", metavar="cpu|cuda|auto",
+                               help="cpu, or cuda (Ray gives each worker its own GPU, so no :N), or auto (cuda when the cluster has GPUs)."),
+    precision: Optional[str] = typer.Option(None, "--precision", metavar="fp16|fp32", help="Default: fp16 on CUDA, fp32 on the CPU."),
+    window: Optional[int] = typer.Option(None, help="Frames per denoising window (16 for MimicMotion 1.0 weights).", rich_help_panel=SETTINGS_PANEL),
+    overlap: Optional[int] = typer.Option(None, help="Window overlap.", rich_help_panel=SETTINGS_PANEL),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps.", rich_help_panel=SETTINGS_PANEL),
+    guidance: Optional[float] = typer.Option(None, help="Constant guidance.", rich_help_panel=SETTINGS_PANEL),
+    seed: Optional[int] = typer.Option(None, help="Random seed.", rich_help_panel=SETTINGS_PANEL),
+    fps: Optional[float] = typer.Option(None, help="Output frame rate.", rich_help_panel=SETTINGS_PANEL),
+    resolution: Optional[int] = typer.Option(None, help="Short side in px; rounded to a multiple of 64.", rich_help_panel=SETTINGS_PANEL),
+    sample_stride: Optional[int] = typer.Option(None, help="Driving-video frame stride.", rich_help_panel=SETTINGS_PANEL),
+    decode_chunk: Optional[int] = typer.Option(None, help="Frames per temporal-decoder chunk.", rich_help_panel=SETTINGS_PANEL),
     no_pad: bool = typer.Option(False, "--no-pad", help="Fail instead of padding clips shorter than a window."),
     audio: bool = typer.Option(False, "--audio", help="Copy the driving video's audio."),
 ) -> None:
@@ -75,17 +81,19 @@ def farm(
     if guidance is not None:
         overrides["guidance_min"] = overrides["guidance_max"] = guidance
     code = farm_command(
-        jobs_file=jobs, address=address, workers=workers, retries=retries, report_path=report, jobs_per_worker=jobs_per_worker,
+        jobs_file=jobs, address=address, workers=workers, devices_per_worker=devices_per_worker, retries=retries, report_path=report, jobs_per_worker=jobs_per_worker,
         checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=not no_resume, progress=progress, config_file=config,
         weights=weights, preset=preset, svd=svd, checkpoint=checkpoint, engines=engines, onnx_dir=onnx_dir, backend=backend, device=device,
         precision=precision, overrides={k: v for k, v in overrides.items() if v is not None}, pad=not no_pad, audio=audio,
+        det_model=det_model, pose_model=pose_model,
     )
     if code:
         raise typer.Exit(code=code)
 
 
-def farm_command(*, jobs_file, address, workers, retries, report_path, jobs_per_worker, checkpoint_every, checkpoint_dir, resume, progress,
-                 config_file, weights, preset, svd, checkpoint, engines, onnx_dir, backend, device, precision, overrides, pad, audio) -> int:
+def farm_command(*, jobs_file, address, workers, devices_per_worker, retries, report_path, jobs_per_worker, checkpoint_every, checkpoint_dir, resume, progress,
+                 config_file, weights, preset, svd, checkpoint, engines, onnx_dir, backend, device, precision, overrides, pad, audio,
+                 det_model=None, pose_model=None) -> int:
     """Resolve everything on this machine (one-line errors before any worker starts), render on
     the farm, write the report. Returns the exit code."""
     from mimic.farm.farm import Farm
@@ -109,10 +117,10 @@ def farm_command(*, jobs_file, address, workers, retries, report_path, jobs_per_
             log.warning(f"warning: {warning}")
     base = default_generation(preset).with_overrides(**settings)
     jobs = load_jobs_file(jobs_file)
-    layout = layout_from_options(preset=preset, weights=weights, svd=svd, checkpoint=checkpoint)
+    layout = layout_from_options(preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, det_model=det_model, pose_model=pose_model)
     report_path = report_path or Path(jobs_file).with_name(Path(jobs_file).stem + ".farm-report.json")
 
-    farm = Farm(layout=layout, options=options, base_config=base, address=address, workers=workers, retries=retries,
+    farm = Farm(layout=layout, options=options, base_config=base, address=address, workers=workers, devices_per_worker=devices_per_worker, retries=retries,
                 checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir, resume=resume, jobs_per_worker=jobs_per_worker,
                 auto_device=device == "auto")
     try:

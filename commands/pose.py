@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from mimic.commands.conventions import DEVICE_HELP, DEVICE_METAVAR, PRESET_HELP, PRESETS, check_device, check_range, choices, in_range
 
 app = typer.Typer()
 
@@ -15,14 +16,14 @@ app = typer.Typer()
 def pose(
     video: Path = typer.Argument(..., help="Driving video."),
     out: Path = typer.Option(..., "-o", "--out", help="Pose file to write (.npz)."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Also render the skeletons as an .mp4 (+ a contact-sheet .png)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Also render the skeletons as an .mp4 (+ a labelled contact-sheet .png beside it)."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (uses DWPose/)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in weights: tiny."),
-    det_model: Optional[Path] = typer.Option(None, "--det-model", help="yolox_l.onnx (overrides --weights)."),
-    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="dw-ll_ucoco_384.onnx (overrides --weights)."),
-    sample_stride: int = typer.Option(2, min=1, help="Frame stride (times max(1, int(fps/24)))."),
-    device: str = typer.Option("cpu", help="cpu | cuda."),
-    batch_size: int = typer.Option(8, min=1, help="Frames per DWPose batch."),
+    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
+    det_model: Optional[Path] = typer.Option(None, "--det-model", help="yolox_l.onnx (overrides --weights/--preset)."),
+    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="dw-ll_ucoco_384.onnx (overrides --weights/--preset)."),
+    sample_stride: int = typer.Option(2, "--sample-stride", help=f"Frame stride (times max(1, int(fps/24))). {in_range(1, 1000)}"),
+    device: str = typer.Option("cpu", "--device", metavar=DEVICE_METAVAR, help=DEVICE_HELP),
+    batch_size: int = typer.Option(8, "--batch-size", help=f"Frames per DWPose batch. {in_range(1)}"),
 ) -> None:
     """Run DWPose on a video and save keypoints, scores and frame times to a .npz pose file."""
     from mimic.errors import InputError
@@ -31,10 +32,13 @@ def pose(
     from mimic.media.video_reader import probe_video
     from mimic.media.video_writer import check_writable
 
+    check_range("--sample-stride", sample_stride, 1, 1000)
+    check_range("--batch-size", batch_size, 1)
+    check_device(device)
     if out.suffix.lower() != ".npz":
         raise InputError(f"the pose file must end in .npz, got {out}")
-    if preview is not None and preview.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-        raise InputError(f"--preview {preview}: use an .mp4/.mov/.mkv file")
+    if preview is not None and preview.suffix.lower() != ".mp4":
+        raise InputError(f"--preview {preview}: use an .mp4 file (the contact sheet goes beside it as .png)")
     source = video.expanduser().resolve()
     for flag, target in (("--out", out), ("--preview", preview)):
         if target is not None and target.expanduser().resolve() == source:

@@ -166,11 +166,13 @@ def builder_flags(trt: ModuleType, options: BuildOptions) -> list[str]:
     return flags
 
 
-def _set_compute_capabilities(trt: ModuleType, config, sms: tuple[str, ...]) -> None:
+def check_compute_capabilities(trt: ModuleType, sms: tuple[str, ...]) -> list:
+    """The TensorRT-RTX ``ComputeCapability`` members of ``sms`` ("8.6", ...); EngineError naming the
+    supported ones for an SM this TensorRT cannot target (checked before any export or build)."""
     if not sms:
-        return
+        return []
     enum = getattr(trt, "ComputeCapability", None)
-    if enum is None or not hasattr(config, "set_compute_capability"):
+    if enum is None:
         raise EngineError(f"this {trt.__name__} cannot target compute capabilities")
     values = []
     for sm in sms:
@@ -179,6 +181,15 @@ def _set_compute_capabilities(trt: ModuleType, config, sms: tuple[str, ...]) -> 
             known = [n[2:-1] + "." + n[-1] for n in enum.__members__ if n.startswith("SM")]
             raise EngineError(f"{trt.__name__} cannot target compute capability {sm}; it supports {', '.join(known)}")
         values.append(member)
+    return values
+
+
+def _set_compute_capabilities(trt: ModuleType, config, sms: tuple[str, ...]) -> None:
+    if not sms:
+        return
+    if not hasattr(config, "set_compute_capability"):
+        raise EngineError(f"this {trt.__name__} cannot target compute capabilities")
+    values = check_compute_capabilities(trt, sms)
     config.num_compute_capabilities = len(values)
     for i, v in enumerate(values):
         config.set_compute_capability(v, i)

@@ -2,7 +2,7 @@
 
     mimic build-engines (--weights DIR | --preset tiny) --out DIR [--shapes portrait-576,landscape-576]
                         [--window 16|72] [--target tensorrt|tensorrt-rtx] [--optimization-level N]
-                        [--workspace-gb 8] [--timing-cache FILE] [--refittable] [--stage NAME ...]
+                        [--workspace-gib 8] [--timing-cache FILE] [--refittable] [--stage NAME ...]
 
 build-engines: (1) checks every option, the window against every stage's profile range and the
 TensorRT flavour before any work; (2) exports the five PyTorch stages to FP16 ONNX through the
@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 
 from mimic.engine import cache_key as ck
 from mimic.engine.gpu import check_target, gpu_info, trt_info
-from mimic.engine.store import EngineStore, describe_gpu_target
+from mimic.engine.store import REBUILD_FIELD, EngineStore, describe_gpu_target
 from mimic.errors import EngineError, InputError
 from mimic.spec import DEFAULT_WORKSPACE_GB
 from mimic.export.freshness import MANIFEST, up_to_date
@@ -33,7 +33,7 @@ from mimic.spec import ALL_STAGES, DEFAULT_WINDOW, STAGES, ModelDims, StageName,
 
 log = logging.getLogger(__name__)
 
-# Output resolutions (pixels, H x W) the engines must cover. MimicMotion renders at a 576 short side.
+# Output resolutions (pixels, (height, width)) the engines must cover. MimicMotion renders at a 576 short side.
 SHAPE_PRESETS: Mapping[str, tuple[int, int]] = {"portrait-576": (1024, 576), "landscape-576": (576, 1024)}
 DEFAULT_SHAPES = ("portrait-576", "landscape-576")
 TINY_SHAPES = ("tiny",)
@@ -82,14 +82,15 @@ def parse_shapes(shapes: str | Sequence[str] | None, preset: str | None) -> tupl
 
 
 def shape_hw(name: str) -> tuple[int, int]:
+    """A shape name (``landscape-576``) or ``WIDTHxHEIGHT`` (``1024x576``: landscape) -> (height, width)."""
     if name in SHAPE_PRESETS:
         return SHAPE_PRESETS[name]
     try:
-        h, w = (int(v) for v in name.lower().split("x"))
+        w, h = (int(v) for v in name.lower().split("x"))
     except ValueError:
-        raise InputError(f"unknown shape {name!r}; use {', '.join(SHAPE_PRESETS)}, tiny, or HEIGHTxWIDTH (e.g. 1024x576)") from None
+        raise InputError(f"unknown shape {name!r}; use {', '.join(SHAPE_PRESETS)}, tiny, or WIDTHxHEIGHT (e.g. 1024x576)") from None
     if h < 64 or w < 64 or h % 64 or w % 64:
-        raise InputError(f"shape {name}: height and width must be positive multiples of 64")
+        raise InputError(f"shape {name} (WIDTHxHEIGHT): width and height must be positive multiples of 64")
     return h, w
 
 
@@ -170,9 +171,13 @@ def build_engines_command(
     stages: Sequence[str] | None = None,
     force: bool = False,
     compute_capabilities: Sequence[str] = (),
+    svd: str | None = None,
+    checkpoint: str | Path | None = None,
+    det_model: str | Path | None = None,
+    pose_model: str | Path | None = None,
 ) -> BuildSummary:
     """Export (FP16 ONNX) and build one engine per stage into ``out_dir``; reuse up-to-date ones."""
-    from mimic.engine.builder import BuildOptions, build_serialized_engine, load_trt
+    from mimic.engine.builder import BuildOptions, build_serialized_engine, check_compute_capabilities, load_trt
     from mimic.engine.refit import REFIT_KNOWN_ISSUE
     from mimic.export.command import check_output_dir, resolve_layout
 
@@ -182,20 +187,23 @@ def build_engines_command(
     shape_names = parse_shapes(shapes, preset)
     if window is not None and window < 2:
         raise InputError(f"--window must be >= 2 frames (16 or 72 for MimicMotion), got {window}")
-    if window is None and preset == "tiny":
-        from mimic.mimicmotion_ref.tiny import TINY_GENERATION
+    if window is None and preset is not None:
+        from mimic.mimicmotion_ref.presets import default_generation
 
-        window = TINY_GENERATION.window
+        window = default_generation(preset).window
     elif window is None:
         window = DEFAULT_WINDOW
     profile_set, sizes = profile_set_of(shape_names), hw_sizes(shape_names)
     for stage in wanted:  # a window outside a stage's range: InputError now, not after the export
         engine_ranges(ALL_STAGES[stage], profile_set, window, sizes)
     if workspace_gb is not None and workspace_gb <= 0:
-        raise InputError(f"--workspace-gb must be positive, got {workspace_gb}")
+        raise InputError(f"--workspace-gib must be positive, got {workspace_gb:g}")
     if not 0 <= optimization_level <= 5:
         raise InputError(f"--optimization-level must be 0-5, got {optimization_level}")
-    load_trt(target)  # EngineError with install advice when missing
+    if compute_capabilities and target != "tensorrt-rtx":
+        raise InputError("--compute-capability is a --target tensorrt-rtx option (TensorRT builds for the GPU it runs on)")
+    trt = load_trt(target)  # EngineError with install advice when missing
+    check_compute_capabilities(trt, tuple(compute_capabilities))  # an SM this TensorRT cannot target: now, not after the export
     tinfo = trt_info(target)
     gpu = gpu_info(0)
     gpu_key = ck.gpu_target(target, gpu, tuple(compute_capabilities) or None)  # tensorrt without a GPU: clear error here
@@ -205,8 +213,14 @@ def build_engines_command(
     out = check_output_dir(Path(out_dir))
     store = EngineStore(out)
     store.clean_temps()
-    layout = resolve_layout(preset, Path(weights) if weights is not None else None, layout)
+    layout = resolve_layout(preset, Path(weights) if weights is not None else None, layout, svd=svd, checkpoint=checkpoint,
+                            det_model=det_model, pose_model=pose_model)
     summary = BuildSummary(out_dir=out, target=target)
+    # How to rebuild this folder: every hint that says "rebuild" pastes the user's own options.
+    rebuild = rebuild_args(preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, det_model=det_model, pose_model=pose_model,
+                           shapes=shapes, window=window, target=target, optimization_level=optimization_level, workspace_gb=workspace_gb,
+                           timing_cache=timing_cache, use_timing_cache=use_timing_cache, refittable=refittable,
+                           compute_capabilities=compute_capabilities)
     log.info(f"building {len(wanted)} engine(s) with {tinfo.describe()} into {out}")
     log.info(f"  target: {describe_gpu_target(gpu_key)}; shapes {', '.join(shape_names)}; window {window}; "
              f"optimization level {optimization_level}; workspace {'uncapped' if workspace_gb is None else f'{workspace_gb:g} GiB'}")
@@ -271,13 +285,48 @@ def build_engines_command(
                 "files": fingerprint["files"],
             }
             io = {"inputs": list(spec.input_names), "outputs": list(spec.output_names)}
-            store.publish(stage, plan, key, key_in, onnx=onnx_info, build_seconds=seconds, io=io,
-                          extra={"refit": {"mode": "swap", "note": REFIT_KNOWN_ISSUE}} if unet_refit else None)
+            extra = {REBUILD_FIELD: rebuild}
+            if unet_refit:
+                extra["refit"] = {"mode": "swap", "note": REFIT_KNOWN_ISSUE}
+            store.publish(stage, plan, key, key_in, onnx=onnx_info, build_seconds=seconds, io=io, extra=extra)
         log.info(f"{tag}: built in {seconds:.1f} s ({len(plan) / 1e6:.1f} MB) -> {store.plan_path(stage).name}")
         summary.stages.append(StageBuild(stage, "built", seconds, len(plan), key))
     n_built = len(summary.built)
     log.info(f"done: {n_built} built, {len(summary.stages) - n_built} up to date -> {out}")
     return summary
+
+
+def rebuild_args(*, preset, weights, svd, checkpoint, det_model, pose_model, shapes, window, target, optimization_level, workspace_gb,
+                 timing_cache, use_timing_cache, refittable, compute_capabilities) -> list[str]:
+    """The ``build-engines`` options (all but --out, --stage and --force) that made these engines,
+    with absolute paths: recorded in every manifest for the store's rebuild hints."""
+    def path(p) -> str:
+        return str(Path(p).expanduser().resolve())
+
+    args: list[str] = []
+    if preset is not None:
+        args += ["--preset", preset]
+    for flag, value in (("--weights", weights), ("--checkpoint", checkpoint), ("--det-model", det_model), ("--pose-model", pose_model)):
+        if value is not None:
+            args += [flag, path(value)]
+    if svd is not None:  # a folder or a hub id
+        args += ["--svd", path(svd) if Path(svd).expanduser().exists() else str(svd)]
+    if shapes:
+        args += ["--shapes", shapes if isinstance(shapes, str) else ",".join(shapes)]
+    args += ["--window", str(window), "--target", target]
+    if optimization_level != 3:
+        args += ["--optimization-level", str(optimization_level)]
+    if workspace_gb != DEFAULT_WORKSPACE_GB and workspace_gb is not None:
+        args += ["--workspace-gib", f"{workspace_gb:g}"]
+    if not use_timing_cache:
+        args.append("--no-timing-cache")
+    elif timing_cache is not None:
+        args += ["--timing-cache", path(timing_cache)]
+    if refittable:
+        args.append("--refittable")
+    for cc in compute_capabilities:
+        args += ["--compute-capability", cc]
+    return args
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -291,7 +340,7 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def refit_unet_command(engines: str | Path, *, preset: str | None = None, weights: str | Path | None = None,
-                       checkpoint: str | Path | None = None, verify: bool = True) -> dict:
+                       checkpoint: str | Path | None = None, svd: str | None = None, verify: bool = True) -> dict:
     """Export the UNet of other weights (same architecture) and refit the published refittable UNet."""
     from mimic.engine.gpu import require_gpu
     from mimic.engine.refit import swap_weights
@@ -299,7 +348,7 @@ def refit_unet_command(engines: str | Path, *, preset: str | None = None, weight
     from mimic.mimicmotion_ref.presets import layout_from_options
 
     require_gpu("mimic refit-unet")
-    layout = layout_from_options(preset=preset, weights=Path(weights) if weights else None, checkpoint=Path(checkpoint) if checkpoint else None)
+    layout = layout_from_options(preset=preset, weights=Path(weights) if weights else None, svd=svd, checkpoint=Path(checkpoint) if checkpoint else None)
     onnx_dir = Path(engines) / "onnx-refit"
     summary = export_command(onnx_dir, layout=layout, precision=EXPORT_PRECISION, stages=[StageName.UNET])
     return swap_weights(engines, summary.results[0].path, StageName.UNET, verify=verify)

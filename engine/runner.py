@@ -51,6 +51,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from mimic.errors import EngineError
+from mimic.engine.store import build_hint
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def check_shape(stage: str, info: TensorInfo, shape: tuple[int, ...]) -> None:
                 raise EngineError(
                     f"{stage}: input '{info.name}' shape {tuple(shape)} is outside the engine's profile "
                     f"(dim {axis} = {d}, allowed {lo}..{hi}; profile min {mn} max {mx}); "
-                    "rebuild with `mimic build-engines` for these shapes (--shapes/--window)"
+                    "rebuild with `mimic build-engines` for these shapes (--shapes WIDTHxHEIGHT, --window)"
                 )
     for axis, (d, want) in enumerate(zip(shape, info.shape)):
         if want >= 0 and d != want:
@@ -259,8 +260,9 @@ def make_logger(trt: Any, min_severity: str = "WARNING"):
     return CapturingLogger()
 
 
-def deserialize_engine(trt: Any, plan: bytes, where: str, logger: Any = None) -> tuple[Any, Any]:
+def deserialize_engine(trt: Any, plan: bytes, where: str, logger: Any = None, rebuild: str = "rebuild with `mimic build-engines`") -> tuple[Any, Any]:
     """``(runtime, engine)`` from verified plan bytes; EngineError (never None) on failure.
+    ``rebuild``: how to rebuild the engine (the store's hint: its folder's recorded options).
 
     Callers must have probed the GPU first: a TensorRT Runtime in a process without a GPU crashes
     that process at exit.
@@ -277,7 +279,7 @@ def deserialize_engine(trt: Any, plan: bytes, where: str, logger: Any = None) ->
             validity = runtime.get_engine_validity(plan)
             validity = validity[0] if isinstance(validity, tuple) else validity
             if _enum_name(validity) == "INVALID":
-                raise EngineError(f"TensorRT-RTX reports engine {where} invalid on this GPU/driver; rebuild with `mimic build-engines`")
+                raise EngineError(f"TensorRT-RTX reports engine {where} invalid on this GPU/driver; {rebuild}")
         except EngineError:
             raise
         except Exception:
@@ -285,7 +287,7 @@ def deserialize_engine(trt: Any, plan: bytes, where: str, logger: Any = None) ->
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         detail = "; ".join(getattr(logger, "errors", [])[-3:]) or "no details from TensorRT"
-        raise EngineError(f"TensorRT could not deserialize engine {where} ({detail}); rebuild with `mimic build-engines`")
+        raise EngineError(f"TensorRT could not deserialize engine {where} ({detail}); {rebuild}")
     return runtime, engine
 
 
@@ -314,12 +316,12 @@ def open_engine(store: Any, stage: str, device_index: int = 0, strict_gpu_name: 
 
     manifest = store.read_manifest(stage)
     if manifest is None:
-        raise EngineError(f"no engine for stage '{stage}' in {store.root}; build it with `mimic build-engines --out {store.root}`")
+        raise EngineError(f"no engine for stage '{stage}' in {store.root}; {build_hint(store.root, verb='build it')}")
     flavour = manifest["tensorrt"]["flavour"]
     verified = store.verify(stage, runtime_info(flavour, device_index), strict_gpu_name=strict_gpu_name)
     trt = load_trt(flavour)
     logger = make_logger(trt)
-    runtime, engine = deserialize_engine(trt, verified.plan, str(verified.path), logger)
+    runtime, engine = deserialize_engine(trt, verified.plan, str(verified.path), logger, build_hint(store.root, manifest))
     return OpenedEngine(stage, trt, runtime, engine, logger, verified.manifest, verified.path)
 
 

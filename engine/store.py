@@ -37,8 +37,71 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def _rebuild_hint(root: Path) -> str:
-    return f"rebuild with `mimic build-engines --out {root}`"
+REBUILD_FIELD = "rebuild_args"  # manifest field: the build-engines options that made the engine (engine/command.py)
+DATACENTER_SMS = ("9.0", "10.0", "10.3")  # H100/H200, B200/B300: TensorRT-RTX does not target them (README)
+
+
+def rebuild_command(root: Path, manifest: Mapping[str, Any] | None = None, compute_capability: str | None = None) -> str | None:
+    """``mimic build-engines --out ROOT`` plus the options the engines in ROOT were built with (from
+    ``manifest``, else from any readable manifest in ROOT), so the command works when pasted; None
+    when no manifest records them. ``compute_capability``: target this GPU instead of the recorded
+    SMs (TensorRT-RTX; a data-centre GPU gets ``--target tensorrt``)."""
+    import shlex
+
+    args = (manifest or {}).get(REBUILD_FIELD)
+    if not isinstance(args, list):
+        args = _recorded_args(Path(root))
+    if args is None:
+        return None
+    if compute_capability is not None:
+        args = _without(args, "--compute-capability")
+        if str(compute_capability) in DATACENTER_SMS:  # no TensorRT-RTX target: build with TensorRT on that GPU
+            args = _without(args, "--target") + ["--target", "tensorrt"]
+        else:
+            args = args + ["--compute-capability", str(compute_capability)]
+    return shlex.join(["mimic", "build-engines", "--out", str(root), *map(str, args)])
+
+
+def _without(args: list, flag: str) -> list:
+    """``args`` without every ``flag VALUE`` pair."""
+    kept, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        else:
+            kept.append(a)
+    return kept
+
+
+def _recorded_args(root: Path) -> list | None:
+    if not root.is_dir():
+        return None
+    for path in sorted(root.glob("*" + MANIFEST_SUFFIX)):
+        try:
+            args = json.loads(path.read_text()).get(REBUILD_FIELD)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(args, list):
+            return args
+    return None
+
+
+def build_hint(root: Path, manifest: Mapping[str, Any] | None = None, compute_capability: str | None = None, verb: str = "rebuild") -> str:
+    """``rebuild with `<the recorded command>``` (or, with nothing recorded, the command to complete)."""
+    command = rebuild_command(root, manifest, compute_capability)
+    if command is not None:
+        return f"{verb} with `{command}`"
+    import shlex
+
+    out = shlex.quote(str(root))
+    return (f"{verb} with `mimic build-engines --out {out} --preset NAME` or `mimic build-engines --out {out} --weights DIR` "
+            "(add --target tensorrt-rtx for an ahead-of-time RTX build)")
+
+
+def _rebuild_hint(root: Path, manifest: Mapping[str, Any] | None = None, compute_capability: str | None = None) -> str:
+    return build_hint(root, manifest, compute_capability)
 
 
 def _trt_name(flavour: str) -> str:
@@ -233,7 +296,7 @@ class EngineStore:
         ``require_gpu=False`` (checks on a machine without a GPU) skips the GPU comparison when
         ``runtime.gpu`` is None; the TensorRT flavour/version is always compared.
         """
-        hint = _rebuild_hint(self.root)
+        hint = _rebuild_hint(self.root, manifest)
         built_trt = manifest["tensorrt"]
         flavour, version = built_trt["flavour"], built_trt["version"]
         built_gpu = manifest["gpu"]
@@ -260,7 +323,7 @@ class EngineStore:
             targets = [targets] if isinstance(targets, str) else list(targets)
             if gpu.compute_capability not in targets:
                 raise EngineError(f"{where} was built with {built_desc}; this GPU is {gpu.describe()}, "
-                                  f"which is not among the plan's targets; {hint}")
+                                  f"which is not among the plan's targets; {_rebuild_hint(self.root, manifest, gpu.compute_capability)}")
             return
         built_cc = str(built_gpu.get("compute_capability"))
         if built_cc != gpu.compute_capability:
@@ -273,7 +336,7 @@ class EngineStore:
     def check_plan(self, stage: str, manifest: Mapping[str, Any]) -> bytes:
         """The plan bytes, after checking size and sha256 against the manifest."""
         path = self.plan_path(stage)
-        hint = _rebuild_hint(self.root)
+        hint = _rebuild_hint(self.root, manifest)
         try:
             want_size = int(manifest["plan"]["size"])
             want_sha = str(manifest["plan"]["sha256"])
@@ -301,9 +364,9 @@ class EngineStore:
         manifest = self.read_manifest(stage)
         if manifest is None:
             what = "no engine" if not self.plan_path(stage).exists() else f"an engine without a manifest ({self.plan_path(stage).name})"
-            raise EngineError(f"{what} for stage '{stage}' in {self.root}; build it with `mimic build-engines --out {self.root}`")
+            raise EngineError(f"{what} for stage '{stage}' in {self.root}; {build_hint(self.root, verb='build it')}")
         if manifest.get("stage") != stage:
-            raise EngineError(f"engine manifest {self.manifest_path(stage)} is for stage '{manifest.get('stage')}', not '{stage}'; {_rebuild_hint(self.root)}")
+            raise EngineError(f"engine manifest {self.manifest_path(stage)} is for stage '{manifest.get('stage')}', not '{stage}'; {_rebuild_hint(self.root, manifest)}")
         self.check_compatible(stage, manifest, runtime, strict_gpu_name=strict_gpu_name, require_gpu=require_gpu)
         data = self.check_plan(stage, manifest)
         return VerifiedPlan(stage=stage, manifest=manifest, plan=data, path=self.plan_path(stage))

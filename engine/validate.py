@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from mimic.engine.gpu import require_gpu, runtime_info
-from mimic.engine.store import EngineStore, describe_gpu_target
+from mimic.engine.store import EngineStore, build_hint, describe_gpu_target
 from mimic.errors import EngineError
 from mimic.export.compare import FRAMES_PSNR_PEAK, CompareRow, compare_outputs, format_table
 from mimic.spec import ALL_STAGES, TensorName, Tolerance
@@ -103,12 +103,12 @@ def onnx_path_of(store: EngineStore, stage: str, manifest: Mapping) -> Path:
     onnx = manifest.get("onnx") or {}
     p = onnx.get("path")
     if not p:
-        raise EngineError(f"{stage}: the manifest does not name its ONNX file; rebuild with `mimic build-engines`")
+        raise EngineError(f"{stage}: the manifest does not name its ONNX file; {build_hint(store.root, manifest)}")
     path = Path(p)
     if not path.is_absolute():
         path = store.root / path
     if not path.is_file():
-        raise EngineError(f"{stage}: ONNX file {path} named by the manifest is missing; rebuild with `mimic build-engines`")
+        raise EngineError(f"{stage}: ONNX file {path} named by the manifest is missing; {build_hint(store.root, manifest)}")
     return path
 
 
@@ -120,7 +120,7 @@ def check_engines(engines_dir: str | Path, stages: Iterable[str] | None = None) 
     store = EngineStore(engines_dir)
     wanted = list(stages) if stages else store.stages() + store.orphan_plans()
     if not wanted:
-        raise EngineError(f"no engines in {store.root}; build them with `mimic build-engines --out {store.root}`")
+        raise EngineError(f"no engines in {store.root}; {build_hint(store.root, verb='build them')}")
     for stage in wanted:
         manifest = store.read_manifest(stage)
         if manifest is None:

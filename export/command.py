@@ -6,7 +6,7 @@
 Writes ``DIR/<precision>/<stage>.onnx`` (+ ``.onnx.data`` for graphs over 2 GB), ``DIR/export_manifest.json``
 (hashes, opset, model dims, profile set and each graph's source, the freshness record of
 :mod:`mimic.export.freshness`; no absolute paths, no timestamps) and the runtime's model info.
-Everything a user can get wrong (precision, stage names, output folder, missing weight folders) is
+Everything a user can get wrong (precision, stage names, opset, output folder, missing weight folders) is
 checked before any model is loaded.
 
 Memory: one model group at a time (CLIP; VAE; UNet + PoseNet), loaded with the meta-device loader.
@@ -29,7 +29,7 @@ import torch
 from mimic.errors import ExportError, InputError, WeightsError
 from mimic.export.compare import CompareRow, format_table
 from mimic.export.freshness import CHECKPOINT, MANIFEST, MANIFEST_SCHEMA, STAGE_SOURCES, SvdFolder, load_manifest, stage_sources
-from mimic.export.onnx_export import DEFAULT_OPSET, EXPORTER, ExportResult, export_stage
+from mimic.export.onnx_export import DEFAULT_OPSET, EXPORTER, SUPPORTED_OPSETS, ExportResult, export_stage
 from mimic.export.validate import reference_cases, validate_stage
 from mimic.files import atomic_write_text
 from mimic.mimicmotion_ref.model_info import ModelInfo
@@ -91,14 +91,23 @@ def check_output_dir(out_dir: Path) -> Path:
     return out_dir
 
 
-def resolve_layout(preset: str | None, weights: Path | None, layout: WeightsLayout | None) -> WeightsLayout:
+def resolve_layout(preset: str | None, weights: Path | None, layout: WeightsLayout | None, **parts) -> WeightsLayout:
+    """The weights to use: ``layout``, or ``--preset``/``--weights`` with per-part overrides
+    (``parts``: svd, checkpoint, det_model, pose_model)."""
+    parts = {k: v for k, v in parts.items() if v is not None}
     if layout is not None:
-        if preset is not None or weights is not None:
+        if preset is not None or weights is not None or parts:
             raise InputError("give a layout, --preset or --weights, not several")
         return layout
     from mimic.mimicmotion_ref.presets import layout_from_options
 
-    return layout_from_options(preset=preset, weights=Path(weights) if weights is not None else None)
+    return layout_from_options(preset=preset, weights=Path(weights) if weights is not None else None, **parts)
+
+
+def check_opset(opset: int) -> int:
+    if opset not in SUPPORTED_OPSETS:
+        raise InputError(f"--opset {opset} is not supported by the {EXPORTER} exporter; use one of {', '.join(map(str, SUPPORTED_OPSETS))}")
+    return opset
 
 
 _WEIGHT_STEMS = {SvdFolder.VAE: ("diffusion_pytorch_model",), SvdFolder.IMAGE_ENCODER: ("model",)}  # the UNet's come from the checkpoint
@@ -157,6 +166,8 @@ def export_command(
     validate: bool = False,
     stages: Sequence[str] | None = None,
     opset: int = DEFAULT_OPSET,
+    svd: str | None = None,
+    checkpoint: Path | None = None,
 ) -> ExportSummary:
     """Export the chosen stages; raises ExportError (after writing everything and logging the table)
     when a validated graph is out of tolerance. Progress goes to this module's logger."""
@@ -166,8 +177,9 @@ def export_command(
     # 1. Everything the user controls, before any work.
     precisions = parse_precisions(precision)
     wanted = parse_stages(stages)
+    check_opset(opset)
     out_dir = check_output_dir(out_dir)
-    layout = resolve_layout(preset, weights, layout)
+    layout = resolve_layout(preset, weights, layout, svd=svd, checkpoint=checkpoint)
     svd_dir = fetch_svd(layout.svd)
     check_weights(svd_dir, layout, wanted)
     info = ModelInfo.from_svd_dir(svd_dir)

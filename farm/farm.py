@@ -143,6 +143,8 @@ class Farm:
     (default: one per GPU of the cluster for CUDA, else 1). ``options.device``: ``cuda`` for GPU
     workers; with ``auto_device`` (the default when ``options`` is None) it is ``cuda`` when the
     cluster has GPUs, else ``cpu``.
+    ``devices_per_worker``: each worker renders its jobs on this many devices, the windows of every
+    step split over them (``mimic.runtime.parallel``): GPU actors ask Ray for that many GPUs.
     ``hooks(index, job, attempt)``: extra per-job Hooks built inside the worker (must pickle).
     """
 
@@ -150,11 +152,14 @@ class Farm:
                  settings: dict | None = None, base_config=None, address: str | None = None, workers: int | None = None, retries: int = 2,
                  checkpoint_every: int = 1, checkpoint_dir: Path | None = None, resume: bool = True, jobs_per_worker: int | None = None,
                  hooks: Callable[[int, Job, int], Hooks | None] | None = None, auto_device: bool | None = None,
-                 no_worker_timeout_s: float = 900.0, start_timeout_s: float = 900.0):
+                 no_worker_timeout_s: float = 900.0, start_timeout_s: float = 900.0, devices_per_worker: int = 1):
         if retries < 0:
             raise MimicError(f"--retries must be >= 0, got {retries}")
         if workers is not None and workers < 1:
             raise MimicError(f"--workers must be >= 1, got {workers}")
+        if devices_per_worker < 1:
+            raise MimicError(f"--devices-per-worker must be >= 1, got {devices_per_worker}")
+        self.devices_per_worker = devices_per_worker
         if jobs_per_worker is not None and jobs_per_worker < 1:
             raise MimicError(f"jobs_per_worker must be >= 1, got {jobs_per_worker}")
         self._spec_args = dict(preset=preset, weights=weights, layout=layout, settings=settings, base_config=base_config,
@@ -207,11 +212,17 @@ class Farm:
             cuda = self.spec.options.device.startswith("cuda")
             if cuda and not gpus:
                 raise FarmError("GPU workers were asked for (--device cuda) but the Ray cluster has no GPU")
-            n = self.requested_workers or (gpus if cuda else 1)
+            per = self.devices_per_worker if self.devices_per_worker > 1 else len(self.spec.options.devices)
+            if cuda and gpus < per:
+                raise FarmError(f"--devices-per-worker {per} but the Ray cluster has {gpus} GPU(s)")
+            if per > 1:  # each worker: `per` devices (Ray numbers a GPU actor's own from 0)
+                listed = ",".join(f"cuda:{i}" for i in range(per)) if cuda else ",".join(["cpu"] * per)
+                self.spec = make_spec(options=replace(self.spec.options, device=listed), **self._spec_args)
+            n = self.requested_workers or (gpus // per if cuda else 1)
             if self.jobs_per_worker is None:  # GPU: overlap one job's denoising with others' CPU stages; CPU: all compete for the cores
                 self.jobs_per_worker = 2 if cuda else 1
             actor = ray.remote(FarmWorker).options(
-                num_cpus=1, num_gpus=1 if cuda else 0, max_restarts=-1, max_task_retries=0, max_concurrency=self.jobs_per_worker + 2,
+                num_cpus=1, num_gpus=per if cuda else 0, max_restarts=-1, max_task_retries=0, max_concurrency=self.jobs_per_worker + 2,
             )
             self._actors = [actor.remote(self.spec, f"w{i}") for i in range(n)]
             self._state, self._load = ["down"] * n, [0] * n

@@ -118,8 +118,8 @@ class FarmWorker:
                 if self.spec.torch_threads and not self.spec.options.threads:
                     torch.set_num_threads(self.spec.torch_threads)  # Ray sets OMP_NUM_THREADS per actor
                 options = self.spec.options
-                if options.device.startswith("cuda"):
-                    options = replace(options, device="cuda")  # Ray gives each GPU worker its own device 0
+                if options.device.startswith("cuda"):  # Ray gives each GPU worker its own devices, numbered from 0
+                    options = replace(options, device=",".join(f"cuda:{i}" for i in range(len(options.devices))))
                 t0 = time.perf_counter()
                 mm = MimicMotion(self.spec.layout, options, self.spec.base_config)
                 policy = checkpoint_policy(mm, self.spec.checkpoint_every, self.spec.checkpoint_dir, self.spec.resume)

@@ -12,6 +12,7 @@ FLAGS = {
     "resolution": "--resolution", "window": "--window", "overlap": "--overlap", "steps": "--steps",
     "guidance_min": "--guidance-min", "guidance_max": "--guidance-max", "noise_aug_strength": "--noise-aug",
     "decode_chunk": "--decode-chunk", "sample_stride": "--sample-stride", "output_fps": "--fps", "seed": "--seed",
+    "schedule": "--schedule",
 }
 
 
@@ -37,12 +38,18 @@ _LIMITS = {
     "output_fps": (float, 1.0, 240.0),
     "seed": (int, 0, 2**63 - 1),
 }
+# Settings that take one of a few names.
+_CHOICES = {"schedule": ("karras", "ays")}  # noise schedules of mimicmotion_ref.scheduler
 
 
 def check_setting(name: str, value) -> None:
     """Type and range of one setting, with the user's flag in the message (InputError)."""
+    if name in _CHOICES:
+        if not isinstance(value, str) or value not in _CHOICES[name]:
+            raise InputError(f"{flag(name)} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
+        return
     if name not in _LIMITS:
-        raise InputError(f"unknown setting {name!r}; known: {sorted(_LIMITS)}")
+        raise InputError(f"unknown setting {name!r}; known: {sorted([*_LIMITS, *_CHOICES])}")
     kind, lo, hi = _LIMITS[name]
     if kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -74,6 +81,7 @@ class GenerationConfig:
     sample_stride: int = 2
     output_fps: float = 15.0
     seed: int = 42
+    schedule: str = "karras"  # noise levels: "karras" (released) or "ays" (Align Your Steps for SVD)
 
     def __post_init__(self) -> None:
         for f in fields(self):

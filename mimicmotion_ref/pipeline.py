@@ -100,7 +100,7 @@ class MimicMotionReference:
         ids = ids.repeat(2, 1)
 
         # 4. Schedule and initial noise (one window drawn, tiled with period T).
-        schedule = make_schedule(config.steps, m.scheduler)
+        schedule = make_schedule(config.steps, m.scheduler, config.schedule)
         lat_shape = (1, num_frames, 4, height // 8, width // 8)
         if latents is None:
             noise = torch.randn((1, config.window, *lat_shape[2:]), generator=generator, device=_gen_device(generator, device), dtype=embeds.dtype)

@@ -1,4 +1,5 @@
-"""Euler v-prediction with Karras sigmas: the sampler of SVD img2vid-xt 1.1 (spec 3.5).
+"""Euler v-prediction with Karras sigmas: the sampler of SVD img2vid-xt 1.1 (spec 3.5); Align Your
+Steps noise levels as an option (``kind="ays"``).
 
 Pure functions over an explicit step index, plus :class:`EulerKarrasScheduler`, which reproduces
 the released pipeline's use of diffusers' ``EulerDiscreteScheduler`` (including its per-step
@@ -60,8 +61,42 @@ class Schedule:
         return 1.0 / ((s**2 + 1) ** 0.5)
 
 
-def make_schedule(num_steps: int, cfg: SchedulerConfig = SchedulerConfig()) -> Schedule:
-    sig32 = torch.from_numpy(karras_sigmas(num_steps, cfg).astype(np.float32))
+# Align Your Steps (Sabour et al. 2024, arXiv 2404.14507): the published 10-step noise levels for SVD.
+AYS_SVD_SIGMAS = (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002)
+SCHEDULES = ("karras", "ays")
+
+
+def ays_sigmas(num_steps: int) -> np.ndarray:
+    """The ``num_steps`` noise levels of Align Your Steps for SVD, float64, no trailing 0.
+
+    The published list has 11 levels for 10 steps; other step counts resample it on a uniform grid
+    linearly in log sigma (num_steps + 1 levels). The last level is replaced by 0 (it is the end of
+    the last step, which ``make_schedule`` appends), as the published integrations do: 10 steps run
+    700 -> 54.5 -> ... -> 0.034 -> 0.
+    """
+    if num_steps < 1:
+        raise ValueError("num_steps must be >= 1")
+    published = np.array(AYS_SVD_SIGMAS, dtype=np.float64)
+    if num_steps + 1 == len(published):
+        levels = published
+    else:
+        grid = np.linspace(0.0, 1.0, len(published))
+        levels = np.exp(np.interp(np.linspace(0.0, 1.0, num_steps + 1), grid, np.log(published)))
+    return levels[:-1]
+
+
+def schedule_sigmas(num_steps: int, cfg: SchedulerConfig = SchedulerConfig(), kind: str = "karras") -> np.ndarray:
+    """The ``num_steps`` noise levels of schedule ``kind`` (float64, the trailing 0 not included)."""
+    if kind == "karras":
+        return karras_sigmas(num_steps, cfg)
+    if kind == "ays":
+        return ays_sigmas(num_steps)
+    raise ValueError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}")
+
+
+def make_schedule(num_steps: int, cfg: SchedulerConfig = SchedulerConfig(), kind: str = "karras") -> Schedule:
+    """Karras (the released sampler) by default; ``kind="ays"`` for Align Your Steps."""
+    sig32 = torch.from_numpy(schedule_sigmas(num_steps, cfg, kind).astype(np.float32))
     timesteps = torch.stack([0.25 * s.log() for s in sig32])
     sigmas = torch.cat([sig32, torch.zeros(1)])
     # "leading" spacing: init sigma is sqrt(sigma_max^2 + 1) computed from the float32 max sigma.

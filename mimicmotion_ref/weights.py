@@ -90,9 +90,9 @@ def fetch_svd(svd: str) -> Path:
     try:
         return Path(snapshot_download(svd, allow_patterns=list(SVD_FILES)))
     except GatedRepoError:
-        raise WeightsError(f"{svd} is gated: accept its licence on the hub, then `huggingface-cli login` (or set HF_TOKEN), or pass a local folder") from None
+        raise WeightsError(f"{svd} is gated: accept its licence on the hub, then `hf auth login` (or set HF_TOKEN), or pass a local folder with --svd DIR") from None
     except RepositoryNotFoundError:
-        raise WeightsError(f"{svd} was not found on the hub (or needs a token): check the id, log in, or pass a local folder") from None
+        raise WeightsError(f"{svd} was not found on the hub (or needs a token): check the id, `hf auth login`, or pass a local folder with --svd DIR") from None
     except LocalEntryNotFoundError:
         raise WeightsError(f"cannot download {svd} (offline?) and it is not in the local hub cache: download it once or pass a local folder") from None
     except OSError as err:

@@ -11,11 +11,9 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from mimic.errors import InputError
-from mimic.media.images import write_png
 from mimic.media.video_reader import VideoInfo, frame_stride, iter_sampled_frames, probe_video
 from mimic.media.video_writer import write_rgb_video
 from .detector import DWPoseDetector
@@ -24,11 +22,10 @@ from .files import save_poses
 from .postprocess import PoseFrame
 from .retarget import retarget_poses
 from .sequence import PoseSequence
+from .sheet import write_contact_sheet
 
 log = logging.getLogger(__name__)
 PREVIEW_LONG_SIDE = 640
-SHEET_THUMB_WIDTH = 160
-SHEET_MAX_FRAMES = 32
 
 
 def extract_video_poses(detector: DWPoseDetector, video_path: str | Path, sample_stride: int = 2,
@@ -75,33 +72,14 @@ def write_pose_preview(pose_images: Iterable[np.ndarray], out_mp4: str | Path, f
     return write_rgb_video(out_mp4, (image.transpose(1, 2, 0) for image in pose_images), fps)
 
 
-def write_contact_sheet(pose_images: Sequence[np.ndarray], out_png: str | Path, columns: int = 8) -> Path:
-    """A PNG grid of up to 32 evenly spaced pose images, 160 px wide each, grey separators."""
-    if len(pose_images) == 0:
-        raise InputError("no pose images for a contact sheet")
-    picks = np.unique(np.linspace(0, len(pose_images) - 1, min(len(pose_images), SHEET_MAX_FRAMES)).round().astype(int))
-    height, width = pose_images[0].shape[1:]
-    thumb_h = max(1, round(height * SHEET_THUMB_WIDTH / width))
-    rows = -(-len(picks) // columns)
-    cols = min(columns, len(picks))
-    sheet = np.full((rows * (thumb_h + 2) + 2, cols * (SHEET_THUMB_WIDTH + 2) + 2, 3), 64, dtype=np.uint8)
-    for slot, index in enumerate(picks):
-        row, col = divmod(slot, columns)
-        y, x = 2 + row * (thumb_h + 2), 2 + col * (SHEET_THUMB_WIDTH + 2)
-        thumb = cv2.resize(pose_images[index].transpose(1, 2, 0), (SHEET_THUMB_WIDTH, thumb_h),
-                           interpolation=cv2.INTER_AREA)
-        sheet[y:y + thumb_h, x:x + SHEET_THUMB_WIDTH] = thumb
-    return write_png(Path(out_png), sheet)
-
-
 def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, pose_model: str | Path,
                  preview: str | Path | None = None, sample_stride: int = 2, device: str = "cpu",
                  batch_size: int = 8) -> dict:
     """``mimic pose``: extract a video's poses to ``out_npz`` (+ optional preview MP4 and PNG sheet).
 
     The preview draws every sampled frame's raw detections (all people, no retargeting) at the
-    video's aspect ratio, long side 640, at the pose frame rate; the contact sheet goes next to
-    it with a ``.png`` suffix. Returns a JSON-ready summary; its warnings are also logged.
+    video's aspect ratio, long side 640, at the pose frame rate; the contact sheet
+    (:mod:`mimic.pose.sheet`: labelled frames, lines scaled to the tiles) goes next to it with a ``.png`` suffix. Returns a JSON-ready summary; its warnings are also logged.
     """
     if preview is not None and Path(preview).suffix.lower() != ".mp4":
         raise InputError(f"the pose preview must be an .mp4 path, got {preview}")
@@ -155,8 +133,6 @@ def _write_previews(poses: PoseSequence, preview: Path) -> tuple[Path, Path]:
     size = (max(2, 2 * round(height * scale / 2)), max(2, 2 * round(width * scale / 2)))
     drawer = PoseDrawer(*size)
     video = write_pose_preview((drawer(frame) for frame in poses.frames), preview, poses.pose_fps)
-    picks = np.unique(np.linspace(0, len(poses.frames) - 1, min(len(poses.frames), SHEET_MAX_FRAMES))
-                      .round().astype(int))
-    sheet = write_contact_sheet([drawer(poses.frames[i]) for i in picks], preview.with_suffix(".png"))
+    sheet = write_contact_sheet(poses.frames, poses.video_hw, preview.with_suffix(".png"), times_s=poses.frame_times_s)
     return video, sheet
 

@@ -51,7 +51,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, graphs: dict[str, Path], device: str | torch.device = "cpu", threads: int | None = None,
-                 fuse_attention: bool | None = None):
+                 fuse_attention: bool | None = None, preload: bool = True):
         self.device = torch.device(device)
         self._graphs = {k: Path(v) for k, v in graphs.items()}
         missing = [f"{k} ({p})" for k, p in self._graphs.items() if not p.is_file()]
@@ -62,6 +62,9 @@ class OnnxRuntimeBackend:
         self.fuse_attention = self.device.type == "cuda" if fuse_attention is None else bool(fuse_attention)
         self._sessions: dict = {}
         self.paths: dict[str, Path] = {}  # the graph each stage's session runs (fused or not)
+        if preload:  # every session now, while loading: the first job's phase timings then hold no session creation
+            for stage in self._graphs:
+                self.session(stage)
 
     def graph_path(self, stage: str) -> Path:
         if stage not in self._graphs:

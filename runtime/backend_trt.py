@@ -13,7 +13,7 @@ import torch
 
 from mimic.engine.gpu import require_gpu
 from mimic.engine.runner import SharedDeviceMemory, TrtRunner, open_engine
-from mimic.engine.store import EngineStore
+from mimic.engine.store import EngineStore, build_hint
 from mimic.errors import EngineError
 from mimic.spec import STAGE_NAMES
 
@@ -53,7 +53,7 @@ class TensorRTBackend:
         self.device = torch.device("cuda", device.index if device.index is not None else 0)
         self.store = EngineStore(store_dir)
         if not self.store.root.is_dir():
-            raise EngineError(f"engine folder {self.store.root} does not exist; build engines with `mimic build-engines --out {self.store.root}`")
+            raise EngineError(f"engine folder {self.store.root} does not exist; {build_hint(self.store.root, verb='build engines')}")
         self.use_cuda_graph = use_cuda_graph
         self.strict_gpu_name = strict_gpu_name
         self.shared_memory = shared_memory

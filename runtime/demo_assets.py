@@ -62,3 +62,11 @@ def synthetic_reference(height: int, width: int) -> np.ndarray:
     cv2.fillPoly(img, [pts[[2, 5, 11, 8]]], (200, 60, 60))
     cv2.circle(img, tuple(map(int, pts[0])), max(4, width // 14), (240, 205, 175), -1)
     return img
+
+
+def puppet_sample(image_hw: tuple[int, int], num_frames: int):
+    """The demo's default inputs: a held-out puppet of the toy model (a costume and a dance it was
+    not trained on) with its ground-truth frames (``mimic.toy.samples.Sample``)."""
+    from mimic.toy.samples import DEMO_SEED, make_sample
+
+    return make_sample(DEMO_SEED, image_hw, num_frames, start=0.0)

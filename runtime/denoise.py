@@ -148,7 +148,7 @@ def plan_denoise(num_frames: int, config: GenerationConfig, scheduler: Scheduler
     if not 0 <= start_step <= config.steps:
         raise ValueError(f"start step {start_step} outside 0..{config.steps}")
     return DenoisePlan(
-        schedule=make_schedule(config.steps, scheduler),
+        schedule=make_schedule(config.steps, scheduler, config.schedule),
         windows=tuple(tuple(w) for w in window_indices(num_frames, config.window, config.overlap)),
         window=config.window,
         guidance_min=config.guidance_min,
@@ -168,6 +168,77 @@ class StepHooks(Protocol):
     def poll(self) -> None: ...
 
 
+def window_counts(plan: DenoisePlan, num_frames: int, device: torch.device) -> torch.Tensor:
+    """Per frame, the sum of the tent weights of the windows that cover it (the fusion's divisor)."""
+    weights = tent_weights(plan.window, dtype=plan.dtype, device=device)
+    count = torch.zeros(num_frames, dtype=plan.dtype, device=device)
+    for idx in plan.windows:
+        count[list(idx)] += weights
+    return count
+
+
+class WindowStepper:
+    """One backend's windows: the guided, tent-weighted UNet output of window ``j`` at step ``i``.
+
+    Holds what every call reuses: the CFG pair's feed buffers, written in place per window (sample =
+    [x | ref] for both halves, pose = [zeros | pose latents], allocated at the first window, when the
+    PoseNet shape is known), the PoseNet cache, the timesteps on the device, the tent weights and the
+    frame-wise guidance scales.
+    """
+
+    def __init__(self, backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, num_frames: int, stream=None):
+        device, dtype = backend.device, plan.dtype
+        self.backend, self.plan, self.stream = backend, plan, stream
+        self.w5 = tent_weights(plan.window, dtype=dtype, device=device).view(1, plan.window, 1, 1, 1)
+        self.scales = guidance_scales(num_frames, plan.guidance_min, plan.guidance_max, dtype=dtype, device=device)
+        self.embeds = cond.image_embeds.to(device, dtype)
+        self.ids = cond.added_time_ids.to(device, dtype)
+        self.ref_latents = cond.ref_latents.to(device, dtype)
+        self.pose_cache = PoseLatentCache(backend, poses, [list(w) for w in plan.windows], dtype, plan.pose_cache_bytes,
+                                          plan.pose_host_cache_bytes, stream)
+        self.timesteps = plan.schedule.timesteps.to(device)  # once: no per-step host -> device copy
+        self.sample: torch.Tensor | None = None
+        self.pose_pair: torch.Tensor | None = None
+
+    def contribution(self, latents: torch.Tensor, idx: list[int], frames: list[int], i: int, j: int) -> torch.Tensor:
+        """(1, window, c, h, w): window ``j``'s guided output times the tent weights at step ``i``.
+        ``latents[:, idx]`` are the window's latents; ``frames`` its global frame indices."""
+        plan = self.plan
+        sigma = plan.schedule.sigmas[i]  # a host scalar: nothing to read back
+        c_in = 1.0 / ((sigma**2 + 1) ** 0.5)
+        c = latents.shape[2]
+        if self.sample is None:
+            self.sample = torch.empty((2, plan.window, c + self.ref_latents.shape[1], *latents.shape[3:]), dtype=plan.dtype, device=latents.device)
+            self.sample[:, :, c:] = self.ref_latents.unsqueeze(1)
+        sample = self.sample
+        torch.mul(latents[:, idx], c_in, out=sample[:1, :, :c])
+        sample[1:, :, :c] = sample[:1, :, :c]
+        pose = self.pose_cache.get(j)
+        pair = self.pose_pair
+        if pair is None or pair.shape[1:] != pose.shape[1:] or pair.dtype != pose.dtype:
+            pair = self.pose_pair = torch.zeros((2 * pose.shape[0], *pose.shape[1:]), dtype=pose.dtype, device=pose.device)
+        pair[pose.shape[0]:] = pose
+        feeds = {
+            N.SAMPLE: sample,
+            N.TIMESTEP: self.timesteps[i].expand(2),
+            N.ENCODER_HIDDEN_STATES: self.embeds,
+            N.ADDED_TIME_IDS: self.ids,
+            N.POSE_LATENTS: pair,
+        }
+        out = self.backend.run(StageName.UNET, feeds, self.stream)[N.NOISE_PRED].to(plan.dtype)
+        uncond, cond_pred = out[:1], out[1:]
+        return (uncond + self.scales[:, frames] * (cond_pred - uncond)) * self.w5
+
+
+def finish_step(acc: torch.Tensor, latents: torch.Tensor, count: torch.Tensor, plan: DenoisePlan, i: int) -> torch.Tensor:
+    """Fused sum -> weighted mean -> one Euler step (in place: may return ``acc`` itself) -> NaN check."""
+    schedule = plan.schedule
+    acc /= count[None, :, None, None, None]
+    latents = euler_step_inplace(acc, latents, schedule.sigmas[i], schedule.sigmas[i + 1])
+    check_finite(latents, f"the latents after step {i + 1}/{schedule.num_steps}", plan.dtype)
+    return latents
+
+
 @torch.inference_mode()
 def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, latents: torch.Tensor, hooks: StepHooks | None = None,
             stream=None) -> torch.Tensor:
@@ -175,57 +246,24 @@ def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: Pose
 
     The latents stay in ``plan.dtype`` between steps (as the reference's do); each step's update is
     computed in fp32. Consumes ``latents``: its memory is reused as the accumulator.
+    (``mimic.runtime.parallel.denoise_parallel`` is this loop with the windows split over devices.)
     """
-    device, dtype, window, schedule = backend.device, plan.dtype, plan.window, plan.schedule
+    device, schedule = backend.device, plan.schedule
     num_frames = latents.shape[1]
     windows = [list(w) for w in plan.windows]
-    weights = tent_weights(window, dtype=dtype, device=device)
-    w5 = weights.view(1, window, 1, 1, 1)
-    count = torch.zeros(num_frames, dtype=dtype, device=device)
-    for idx in windows:
-        count[idx] += weights
-    scales = guidance_scales(num_frames, plan.guidance_min, plan.guidance_max, dtype=dtype, device=device)
-    embeds = cond.image_embeds.to(device, dtype)
-    ids = cond.added_time_ids.to(device, dtype)
-    pose_cache = PoseLatentCache(backend, poses, windows, dtype, plan.pose_cache_bytes, plan.pose_host_cache_bytes, stream)
+    count = window_counts(plan, num_frames, device)
+    stepper = WindowStepper(backend, plan, cond, poses, num_frames, stream)
     total = plan.total_calls
-    acc = torch.empty(latents.shape, dtype=dtype, device=device)
-    # The CFG pair's feed buffers, written in place per window: sample = [x | ref] for both halves,
-    # pose = [zeros | pose latents] (allocated at the first window, when the PoseNet shape is known).
-    c = latents.shape[2]
-    sample = torch.empty((2, window, c + cond.ref_latents.shape[1], *latents.shape[3:]), dtype=dtype, device=device)
-    sample[:, :, c:] = cond.ref_latents.to(device, dtype).unsqueeze(1)
-    pose_pair: torch.Tensor | None = None
-    timesteps = schedule.timesteps.to(device)  # once: no per-step host -> device copy
+    acc = torch.empty(latents.shape, dtype=plan.dtype, device=device)
     for i in range(plan.start_step, schedule.num_steps):
-        sigma, sigma_next = schedule.sigmas[i], schedule.sigmas[i + 1]  # host scalars: nothing to read back
-        c_in = 1.0 / ((sigma**2 + 1) ** 0.5)
-        t = timesteps[i].expand(2)
         acc.zero_()
         for j, idx in enumerate(windows):
-            torch.mul(latents[:, idx], c_in, out=sample[:1, :, :c])
-            sample[1:, :, :c] = sample[:1, :, :c]
-            pose = pose_cache.get(j)
-            if pose_pair is None or pose_pair.shape[1:] != pose.shape[1:] or pose_pair.dtype != pose.dtype:
-                pose_pair = torch.zeros((2 * pose.shape[0], *pose.shape[1:]), dtype=pose.dtype, device=pose.device)
-            pose_pair[pose.shape[0]:] = pose
-            feeds = {
-                N.SAMPLE: sample,
-                N.TIMESTEP: t,
-                N.ENCODER_HIDDEN_STATES: embeds,
-                N.ADDED_TIME_IDS: ids,
-                N.POSE_LATENTS: pose_pair,
-            }
-            out = backend.run(StageName.UNET, feeds, stream)[N.NOISE_PRED].to(dtype)
-            uncond, cond_pred = out[:1], out[1:]
-            acc[:, idx] += (uncond + scales[:, idx] * (cond_pred - uncond)) * w5
+            acc[:, idx] += stepper.contribution(latents, idx, idx, i, j)
             if hooks is not None:
                 hooks.on_progress(i * len(windows) + j + 1, total)
                 hooks.poll()
-        acc /= count[None, :, None, None, None]
         # the step may return ``acc`` itself (fp32): the old latents' memory becomes the next accumulator
-        latents, acc = euler_step_inplace(acc, latents, sigma, sigma_next), latents
-        check_finite(latents, f"the latents after step {i + 1}/{schedule.num_steps}", dtype)
+        latents, acc = finish_step(acc, latents, count, plan, i), latents
         if hooks is not None:
             hooks.on_step_end(i + 1, schedule.num_steps, latents)
     return latents

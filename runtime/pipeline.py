@@ -8,7 +8,7 @@ only gates step 6 so one job denoises at a time), ``mimic demo`` and every bench
     2. poses       DWPose (or a pose file / drawn frames), retargeted, drawn lazily per window
     3. image embedding     CLIP image embedding of the reference (CFG pair: zeros, embedding)
     4. reference latents   VAE posterior mean of the (noise-augmented) reference
-    5. conditioning        added time ids, the Karras schedule, the initial noise
+    5. conditioning        added time ids, the noise schedule (Karras or AYS), the initial noise
     6. denoising   windowed CFG denoising with progressive latent fusion (``denoise.py``)
     7. decode + write      temporal-decoder chunks streamed to the writer in order; report
 
@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ from mimic.mimicmotion_ref.model_info import ModelInfo
 from mimic.mimicmotion_ref.pipeline import check_shapes
 from mimic.mimicmotion_ref.windows import tile_noise
 from mimic.runtime.backend_api import Backend
-from mimic.runtime.denoise import Conditioning, check_finite, denoise, plan_denoise
+from mimic.runtime.decode import decode_frames
+from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
 from mimic.runtime.inputs import JobInputs, prepare_poses, read_inputs
 from mimic.runtime.jobs import Job
 from mimic.runtime.report import JobReport, write_report
@@ -58,6 +59,11 @@ class Components:
     pad_short: bool = True  # pad clips shorter than a window (else an InputError)
     audio: bool = False  # copy the driving video's audio into mp4 outputs
     facts: dict = field(default_factory=dict)  # backend / device / precision, for the run report
+    workers: tuple[Backend, ...] = ()  # more backends (other devices): windows and decode chunks split over all
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        return (self.backend, *self.workers)
 
     @property
     def device(self) -> torch.device:
@@ -187,14 +193,25 @@ def generate(
 
     # 6. windowed denoising with progressive latent fusion
     with hooks.denoise_turn(), timer("denoise"):
-        latents = denoise(backend, plan, cond, inputs.poses, latents, hooks, stream)
+        if c.workers:
+            from mimic.runtime.parallel import denoise_parallel
+
+            latents = denoise_parallel(c.backends, plan, cond, inputs.poses, latents, hooks, stream)
+        else:
+            latents = denoise(backend, plan, cond, inputs.poses, latents, hooks, stream)
     del cond
 
     with timer("decode_write"):
         # 7. streamed decode, frame 0 (the reference slot) and padding dropped, written in order
         with contextlib.ExitStack() as stack:
             writer = sink if sink is not None else stack.enter_context(_open_writer(job, inputs, (height, width)))
-            for start, frames in decode_frames(backend, latents, c.info.scaling_factor, config.decode_chunk, stream):
+            if c.workers:
+                from mimic.runtime.parallel import decode_parallel
+
+                chunks = decode_parallel(c.backends, latents, c.info.scaling_factor, config.decode_chunk, stream)
+            else:
+                chunks = decode_frames(backend, latents, c.info.scaling_factor, config.decode_chunk, stream)
+            for start, frames in chunks:
                 keep = frames[max(0, 1 - start) : max(0, 1 + inputs.num_output - start)]
                 if len(keep):
                     writer.write(keep)
@@ -207,17 +224,6 @@ def generate(
     if sink is None:
         write_report(job, report, config, c.facts)
     return report
-
-
-def decode_frames(backend: Backend, latents: torch.Tensor, scaling_factor: float, chunk: int, stream=None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (first_frame_index, uint8 (n, 3, H, W)) per temporal-decoder chunk, frame 0 included."""
-    z = latents.flatten(0, 1) / scaling_factor
-    for s in range(0, z.shape[0], chunk):
-        frames = backend.run(StageName.VAE_DECODER, {N.LATENTS: z[s : s + chunk]}, stream)[N.FRAMES]
-        check_finite(frames, f"decoded frames {s}..{s + frames.shape[0] - 1}", frames.dtype)
-        # to uint8 where the frames are (on a GPU: a quarter of the fp32 transfer), then to the host
-        pixels = ((frames.float() / 2 + 0.5).clamp(0, 1) * 255.0).to(torch.uint8)
-        yield s, pixels.cpu().numpy()
 
 
 def _open_writer(job: Job, inputs: JobInputs, hw: tuple[int, int]):

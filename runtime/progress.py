@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
+from mimic.logs import progress_line_open
 from mimic.runtime.pipeline import Hooks
 
 
@@ -43,6 +44,8 @@ class ProgressHooks(Hooks):
 
             self._bar = tqdm(total=total, desc=self.label, unit="call", file=self.stream, leave=True, dynamic_ncols=True)
         self._bar.update(done - self._bar.n)
+        # the bar's line stays open until it closes: log lines and errors end it first (mimic.logs)
+        progress_line_open(self._bar.fp, done < total)
         if done >= total:
             self._bar.close()
 

@@ -27,8 +27,18 @@ def report_path(job: Job) -> Path:
     return out / "report.json" if job.writes_png_sequence else out.with_name(out.name + ".report.json")
 
 
+RUN_WARNINGS = "warnings"  # facts key: warnings about the whole run (a rounded --resolution), in every job's report
+
+
+def add_run_warnings(facts: dict, warnings: list[str]) -> None:
+    """Warnings printed once for a whole run that every job's report must list too."""
+    if warnings:
+        listed = facts.setdefault(RUN_WARNINGS, [])
+        listed += [w for w in warnings if w not in listed]
+
+
 def write_report(job: Job, report: JobReport, config: GenerationConfig, facts: dict) -> Path:
-    """``facts``: backend, device and precision of the run."""
+    """``facts``: backend, device and precision of the run, and its run-wide warnings."""
     from mimic.fingerprint import versions
 
     data = {
@@ -42,7 +52,7 @@ def write_report(job: Job, report: JobReport, config: GenerationConfig, facts: d
         "device": facts.get("device"),
         "precision": facts.get("precision"),
         "seconds": {k: round(v, 4) for k, v in report.seconds.items()},
-        "warnings": report.warnings,
+        "warnings": [*facts.get(RUN_WARNINGS, ()), *report.warnings],
         "error": report.error,
         "resumed_from_step": report.resumed_from_step,
         "versions": versions(),

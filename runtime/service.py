@@ -32,7 +32,7 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 @dataclass(frozen=True)
 class RuntimeOptions:
     backend: str = "onnxruntime"
-    device: str = "cpu"
+    device: str = "cpu"  # one device, or a comma-separated list: one worker each (windows split over them)
     precision: str | None = None  # default: fp16 on CUDA, fp32 on CPU
     onnx_dir: Path | None = None  # exported graphs (onnxruntime); exported into the cache if absent
     engines: Path | None = None  # engine store (tensorrt)
@@ -49,10 +49,18 @@ class RuntimeOptions:
             raise InputError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
         if self.precision not in (None, "fp16", "fp32"):
             raise InputError(f"unknown precision {self.precision!r}; choose fp16 or fp32")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise InputError(f"unknown device {self.device!r}; use cpu or cuda[:N]")
+        object.__setattr__(self, "device", parse_devices(self.device))
         if self.backend == "tensorrt" and self.engines is None:
             raise InputError("--backend tensorrt needs --engines DIR (from `mimic build-engines`)")
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """One entry per worker (a device may be listed twice: two workers on it)."""
+        return tuple(self.device.split(","))
+
+    @property
+    def main_device(self) -> str:
+        return self.devices[0]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -61,19 +69,38 @@ class RuntimeOptions:
 
 
 
+def parse_devices(value: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or a comma-separated list of them, all of one kind -> normalised."""
+    entries = [part.strip() for part in str(value).split(",")]
+    for entry in entries:
+        kind, _, index = entry.partition(":")
+        if not (entry == "cpu" or (kind == "cuda" and (not index or index.isdigit()))):
+            raise InputError(f"--device: unknown device {entry!r}; use cpu, cuda[:N] or a comma-separated list (cuda:0,cuda:1)")
+    if len({entry.partition(":")[0] for entry in entries}) > 1:
+        raise InputError(f"--device: {value!r} mixes cpu and cuda; list devices of one kind")
+    return ",".join(entries)
+
+
 class MimicMotion:
     """Holds one backend (models/sessions/engines loaded once) and renders jobs with it."""
 
     def __init__(self, layout: WeightsLayout, options: RuntimeOptions, base_config: GenerationConfig):
         self.layout, self.options, self.base_config = layout, options, base_config
-        self.device = torch.device(options.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError("--device cuda but PyTorch sees no CUDA GPU here")
+        self.devices = [torch.device(d) for d in options.devices]
+        self.device = self.devices[0]
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise InputError("--device cuda but PyTorch sees no CUDA GPU here")
+            missing = sorted({str(d) for d in self.devices if (d.index or 0) >= torch.cuda.device_count()})
+            if missing:
+                raise InputError(f"--device: {', '.join(missing)} not present (PyTorch sees {torch.cuda.device_count()} GPU(s))")
         if options.threads:
             torch.set_num_threads(options.threads)
         t0 = time.perf_counter()
         self.info = ModelInfo.from_svd_dir(fetch_svd(layout.svd))
-        self.backend = self._make_backend()
+        self._models: dict = {}  # torch backend: modules per device, shared by workers on one device
+        self.backend = self._make_backend(self.device)
+        self.workers = tuple(self._make_backend(d) for d in self.devices[1:])
         self._detector = None
         self.components = Components(
             backend=self.backend,
@@ -84,6 +111,7 @@ class MimicMotion:
             pad_short=options.pad_short,
             audio=options.audio,
             facts={"backend": options.backend, "device": options.device, "precision": "fp16" if options.dtype == torch.float16 else "fp32"},
+            workers=self.workers,
         )
         self.load_seconds = time.perf_counter() - t0
 
@@ -100,38 +128,50 @@ class MimicMotion:
 
         return cls(layout_from_options(weights=Path(weights)), options, default_generation(None))
 
-    def _make_backend(self):
+    def _make_backend(self, device: torch.device):
+        """One worker's backend on ``device`` (torch modules are shared by workers on one device;
+        onnxruntime sessions and TensorRT engines are per worker)."""
         o = self.options
         if o.backend == "torch":
             from mimic.mimicmotion_ref.loader import load_reference_models
             from mimic.runtime.backend_torch import TorchBackend
 
-            return TorchBackend(load_reference_models(self.layout, self.device, o.dtype))
+            if device not in self._models:
+                self._models[device] = load_reference_models(self.layout, device, o.dtype)
+            return TorchBackend(self._models[device])
         if o.backend == "onnxruntime":
             from mimic.runtime.backend_ort import OnnxRuntimeBackend
             from mimic.runtime.onnx_cache import ensure_onnx_graphs
 
             graphs = ensure_onnx_graphs(self.layout, "fp16" if o.dtype == torch.float16 else "fp32", o.onnx_dir)
-            return OnnxRuntimeBackend(graphs, self.device, o.threads)
+            return OnnxRuntimeBackend(graphs, device, o.threads or self._cpu_threads_per_worker(device))
         from mimic.runtime.backend_trt import TensorRTBackend
 
-        return TensorRTBackend(o.engines, self.device)
+        return TensorRTBackend(o.engines, device)
+
+    def _cpu_threads_per_worker(self, device: torch.device) -> int | None:
+        """Several CPU workers share the cores (None: the library's default for one worker)."""
+        n = sum(d.type == "cpu" for d in self.devices)
+        if device.type != "cpu" or n < 2:
+            return None
+        return max(1, (os.cpu_count() or 1) // n)
 
     def detector(self):
         if self._detector is None:
             from mimic.pose.detector import DWPoseDetector
 
-            self._detector = DWPoseDetector(self.layout.det_model, self.layout.pose_model, device=self.options.device)
+            self._detector = DWPoseDetector(self.layout.det_model, self.layout.pose_model, device=self.options.main_device)
         return self._detector
 
     def render(self, job: Job, hooks: Hooks | None = None) -> JobReport:
         """Validate, then run one job start to finish (raises MimicError on bad input)."""
         validate_job(job, audio=self.options.audio)
-        preflight(self.layout, job.config(self.base_config), self.options.backend, self.options.device, self.options.dtype == torch.float32)
+        preflight(self.layout, job.config(self.base_config), self.options.backend, self.options.main_device, self.options.dtype == torch.float32)
         return generate(self.components, job, hooks=hooks)
 
     def close(self) -> None:
-        self.backend.close()
+        for backend in (self.backend, *self.workers):
+            backend.close()
 
     def __enter__(self) -> "MimicMotion":
         return self

@@ -20,12 +20,14 @@ def rel(a, b):
     return abs(a - b) / b
 
 
+@pytest.mark.slow  # 11 s; the linear-scaling test checks the same FLOP model at small sizes
 def test_real_unet_is_3_20_tflop_per_frame_per_pass_at_576x1024():
     assert rel(unet_flops_per_frame(REAL, 576, 1024, frames=16), 3.20e12) < 0.01
     assert rel(unet_flops_per_frame(REAL, 576, 1024, frames=72), 3.20e12) < 0.01
     assert rel(unet_flops(REAL, 72, 576, 1024, batch=2), 460.8e12) < 0.01  # one window's CFG pair
 
 
+@pytest.mark.slow  # 17 s; the worked-example test checks the same FLOP model
 def test_unet_scales_linearly_with_frames_and_batch():
     f16, f72 = unet_flops(REAL, 16, 576, 1024), unet_flops(REAL, 72, 576, 1024)
     assert rel(f72 / f16, 72 / 16) < 0.01

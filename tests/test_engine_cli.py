@@ -6,6 +6,8 @@ every other test works on that folder or on a cheap copy of it.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -137,8 +139,10 @@ def test_corrupt_engine_is_one_line_error_then_rebuilt(engines, tmp_path, mode, 
     assert code == EngineError.exit_code
     err = output.strip().splitlines()[-1]
     assert expect in err and "pose_net.plan" in err and "rebuild with `mimic build-engines" in err
-    # build-engines notices and rebuilds just that engine
-    code, output = cli("build-engines", "--preset", "tiny", "--target", "tensorrt-rtx", "--out", str(out))
+    # the hint, pasted, carries the folder's build options and rebuilds just that engine
+    hint = re.search(r"rebuild with `([^`]+)`", err).group(1)
+    assert hint.startswith(f"mimic build-engines --out {out} --preset tiny ") and "--target tensorrt-rtx" in hint
+    code, output = cli(*shlex.split(hint)[1:])
     assert code == 0, output
     assert "pose_net: built in" in output and "done: 1 built, 6 up to date" in output
     assert cli("validate", "--engines", str(out), "--check-only")[0] == 0

@@ -184,7 +184,7 @@ def test_freshness_record(tiny_export, tiny_layout, tmp_path):
     assert freshness.stage_source(other, Path(other.svd), "unet") == before
 
 
-@pytest.mark.parametrize("stage", ["pose_net", "unet"])
+@pytest.mark.parametrize("stage", ["pose_net", pytest.param("unet", marks=pytest.mark.slow)])  # unet: 10 s
 def test_export_is_deterministic(tiny_export, tiny_models, tmp_path, stage):
     """Same weights -> same bytes (the engine cache keys hash them), in both precisions."""
     for precision in PRECISIONS:

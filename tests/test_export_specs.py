@@ -246,6 +246,7 @@ def test_full_size_unet_shape_plumbing_on_meta():
     _check_meta("unet", unet, _opt_max("unet"), dims)
 
 
+@pytest.mark.slow  # 7.5 s
 def test_full_size_vae_clip_posenet_shape_plumbing_on_meta():
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection

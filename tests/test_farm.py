@@ -111,6 +111,21 @@ def test_farm_renders_like_sequential_run_and_a_bad_job_fails_alone(cluster, seq
     assert "error: job 2" in stderr and "farm: 2 done, 1 failed" in stderr
 
 
+@pytest.mark.slow
+def test_a_worker_with_two_devices_renders_like_sequential_run(cluster, sequential, inputs, tmp_path, capsys):
+    """--devices-per-worker 2: each job's windows split over the worker's two (CPU) devices."""
+    ref, video, _ = inputs
+    jobs_file = tmp_path / "jobs.json"
+    jobs_file.write_text(json.dumps(_jobs(ref, video, tmp_path)))
+    code, stdout, stderr = run_cli(["farm", "--jobs", str(jobs_file), "--workers", "1", "--devices-per-worker", "2", "--preset", "tiny",
+                                    "--device", "cpu", *SMALL_ARGS], capsys)
+    assert code == 0, (stdout, stderr)
+    for name in ("a", "c"):
+        assert _frames(tmp_path / name) == _frames(sequential / name), name
+    report = json.loads((tmp_path / "jobs.farm-report.json").read_text())
+    assert [w.get("device") for w in report["workers"]] == ["cpu,cpu"]
+
+
 class _DieOnce(Hooks):
     """Ends the worker process (as a crash or a lost node would) right after step 1's checkpoint,
     the first time only (a marker file says it happened)."""

@@ -15,6 +15,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mimic.mimicmotion_ref",),
     ("mimic.media",),
     ("mimic.pose",),
+    ("mimic.toy",),
     ("mimic.export",),
     ("mimic.engine",),
     ("mimic.runtime",),

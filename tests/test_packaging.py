@@ -51,7 +51,7 @@ def test_the_cli_registers_every_command():
 
 def test_bench_has_its_report_subcommand():
     group, ctx = _group()
-    assert set(group.get_command(ctx, "bench").list_commands(ctx)) == {"report"}
+    assert set(group.get_command(ctx, "bench").list_commands(ctx)) == {"report", "quality", "workers"}
 
 
 def test_farm_has_its_openjd_template_subcommand():

@@ -162,6 +162,7 @@ def tiny_run(tiny_models):
     return pipe, ref, poses, first
 
 
+@pytest.mark.slow  # 11 s
 def test_tiny_generation_is_deterministic_bit_for_bit(tiny_run):
     pipe, ref, poses, first = tiny_run
     assert first.frames.shape == (10, 3, 192, 128) and first.frames.dtype == np.uint8

@@ -60,6 +60,7 @@ def test_short_clip_is_padded_and_trimmed(tiny_cache, tmp_path, capsys):
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.slow  # 40 s; the farm test and the GPU executor test cover overlap too
 def test_overlapped_executor_equals_sequential(tiny_cache, tmp_path, inputs, capsys):
     ref, video = inputs
     pose_file = tmp_path / "poses.npz"
@@ -176,3 +177,5 @@ def test_pose_file_preview_and_drawn_pose_frames(tiny_cache, tmp_path, inputs, c
     assert code == 0, stderr
     assert "resolution 100 is not a multiple of 64; using 128" in stdout
     assert decode_frames(out).shape == (7, 192, 128, 3)
+    # the printed warning is in the run report too
+    assert "resolution 100 is not a multiple of 64; using 128" in json.loads(out.with_name(out.name + ".report.json").read_text())["warnings"]

@@ -1,0 +1,88 @@
+"""The command line's conventions, in one place (README: "CLI conventions").
+
+* Choices come from their single sources of truth: stage names from ``mimic.spec``, TensorRT
+  targets from ``mimic.engine.gpu``, backends from ``mimic.runtime.service.BACKENDS``, presets from
+  ``mimic.mimicmotion_ref.presets.PRESETS``. The last two modules import torch and diffusers
+  (seconds), which ``mimic --help`` must not, so their tuple literal is read from the module's
+  source instead of importing it (``tests/test_cli_conventions.py`` checks both agree).
+* Sizes are ``WIDTHxHEIGHT`` (as video players and the README say: ``1024x576`` is landscape).
+* ``--device`` is ``cpu`` or ``cuda[:N]``, default ``cpu`` everywhere (a GPU is asked for).
+* Ranges read ``[range: LO..HI]`` in every help text.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from mimic.errors import InputError
+from mimic.spec import ALL_STAGES, STAGE_NAMES
+
+_PACKAGE = Path(__file__).resolve().parents[1]  # the mimic package (the repository root)
+
+
+def source_tuple(module_file: str, name: str) -> tuple[str, ...]:
+    """The tuple literal assigned to ``name`` at the top level of ``module_file`` (relative to the
+    package), read without importing the module."""
+    tree = ast.parse((_PACKAGE / module_file).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            value = ast.literal_eval(node.value)
+            if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+                return value
+    raise RuntimeError(f"{module_file} has no top-level tuple of names {name} (the CLI lists its choices)")
+
+
+BACKENDS = source_tuple("runtime/service.py", "BACKENDS")
+PRESETS = source_tuple("mimicmotion_ref/presets.py", "PRESETS")
+EXPORT_STAGES = STAGE_NAMES  # the five PyTorch stages
+ENGINE_STAGES = tuple(ALL_STAGES)  # plus the two DWPose models
+
+
+def choices(values) -> str:
+    """``a|b|c``: the metavar of an option that takes one of ``values``."""
+    return "|".join(values)
+
+
+def targets() -> tuple[str, ...]:
+    from mimic.engine.gpu import TARGETS
+
+    return tuple(TARGETS)
+
+
+def in_range(lo, hi=None) -> str:
+    return f"[range: {lo}..{hi}]" if hi is not None else f"[range: >= {lo}]"
+
+
+PRESET_HELP = f"Built-in weights ({', '.join(PRESETS)})."
+DEVICE_METAVAR = "cpu|cuda[:N]"
+DEVICE_HELP = "Device to run on (cpu unless a GPU is asked for)."
+
+
+def check_device(value: str, flag: str = "--device") -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (one device)."""
+    kind, _, index = str(value).partition(":")
+    if value == "cpu" or (kind == "cuda" and (not index or index.isdigit())):
+        return value
+    raise InputError(f"{flag}: unknown device {value!r}; use cpu or cuda[:N]")
+
+
+def check_range(flag: str, value, lo, hi=None):
+    if value is not None and (value < lo or (hi is not None and value > hi)):
+        span = f"in {lo}..{hi}" if hi is not None else f">= {lo}"
+        raise InputError(f"{flag} must be {span}, got {value}")
+    return value
+
+
+def parse_size(text: str | None, flag: str) -> tuple[int, int] | None:
+    """``WIDTHxHEIGHT`` (or a shape preset name such as ``landscape-576``), multiples of 64 ->
+    (height, width)."""
+    if text is None:
+        return None
+    from mimic.engine.command import shape_hw
+
+    try:
+        return shape_hw(text)
+    except InputError as err:
+        raise InputError(f"{flag}: {err}") from None
+
+
