@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     write_toy_weights(cfg.out, unet=unet, pose_net=pose_net, vae=vae, clip=clip, scaling_factor=scaling)
     summary = {
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "config": {k: _portable(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "device": f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         "torch": torch.__version__,
         "data_seconds": t_data,
@@ -285,3 +285,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+
+
+def _portable(path: Path) -> str:
+    """A path as it should be recorded in the committed summary: relative to the repository (no
+    machine paths), or as given when it lies elsewhere."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return Path(path).name
