@@ -64,6 +64,7 @@ def test_bench_then_report(tiny_cache, tmp_path):
     assert len(read_records(out)) == len(lines)
 
 
+@pytest.mark.slow  # 16 s; tests/test_quality_bench.py runs a bench end to end in CI
 def test_bench_quick_e2e_and_report(tiny_cache, tmp_path):
     """CI smoke: stages and end to end (torch vs the reference) at 64x64, then the report."""
     app, runner = _app(), CliRunner()

@@ -173,6 +173,7 @@ def test_tiny_generation_is_deterministic_bit_for_bit(tiny_run):
     assert not np.array_equal(first.frames, other.frames)
 
 
+@pytest.mark.slow  # 5 s
 def test_seeded_draws_follow_the_released_order(tiny_run):
     """pixel-augmentation noise (1,3,H,W) first, then ONE window of latent noise tiled with period T."""
     pipe, ref, poses, first = tiny_run
@@ -184,6 +185,7 @@ def test_seeded_draws_follow_the_released_order(tiny_run):
     assert torch.equal(explicit.latents, first.latents)
 
 
+@pytest.mark.slow  # 4 s
 def test_pose_changes_the_output(tiny_run):
     pipe, ref, poses, first = tiny_run
     poses2 = poses.copy()

@@ -106,6 +106,7 @@ def test_interrupted_write_leaves_no_file(tmp_path):
     assert os.listdir(tmp_path) == []  # no temp file left either
 
 
+@pytest.mark.slow  # 7 s
 def test_upstream_config_file_is_accepted(tiny_cache, tmp_path, inputs, capsys):
     ref, video = inputs
     cfg = tmp_path / "test.yaml"
@@ -122,6 +123,7 @@ def test_upstream_config_file_is_accepted(tiny_cache, tmp_path, inputs, capsys):
     assert report["config"]["window"] == 6 and report["config"]["guidance_max"] == 2.0
 
 
+@pytest.mark.slow  # 7 s
 def test_audio_is_copied_for_the_rendered_duration(tiny_cache, tmp_path, capsys):
     import av
 
