@@ -1,6 +1,7 @@
 """Shared test inputs for the runtime tests: a reference image, a dance video, CLI runner."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import cv2
@@ -53,3 +54,15 @@ def decode_frames(path: Path):
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """One intra-op thread while rendering: on cores other processes keep busy (``make test -n 2``),
+    spinning OpenMP threads make the toy model ~10x slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,26 +1,12 @@
 """`mimic bench quality` end to end at a small size on the toy preset (what CI runs)."""
-import contextlib
 import json
 import math
 
 import pytest
-import torch
 
-from _runtime_helpers import run_cli
+from _runtime_helpers import one_torch_thread, run_cli
 from mimic.benchmarks.quality_bench import Variant, recommend, VariantResult
 from mimic.errors import InputError
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """One intra-op thread while rendering: on cores other processes keep busy (``make test -n 2``),
-    spinning OpenMP threads make the toy model ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def test_quality_bench_small(tmp_path, capsys):

@@ -1,24 +1,10 @@
 """`mimic demo` on the toy preset through the real entry point: video, labelled preview, scores."""
-import contextlib
 import json
 
 import cv2
 import pytest
-import torch
 
-from _runtime_helpers import decode_frames, run_cli
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """One intra-op thread while rendering: on cores other processes keep busy (``make test -n 2``),
-    spinning OpenMP threads make the toy model ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from _runtime_helpers import decode_frames, one_torch_thread, run_cli
 
 
 def test_demo_renders_the_puppet_with_the_toy_preset(tiny_cache, tmp_path, capsys):

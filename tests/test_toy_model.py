@@ -1,12 +1,13 @@
 """The toy preset: trained weights committed in the released formats, loaded by the real loaders,
 and good enough that a held-out puppet follows a held-out dance (silhouette IoU >= 0.5 and
 PSNR >= 18 dB against the ground truth, per-frame medians)."""
-import contextlib
 import json
 
 import numpy as np
 import pytest
 import torch
+
+from _runtime_helpers import one_torch_thread
 from safetensors import safe_open
 
 from mimic.mimicmotion_ref.weights import CHECKPOINT_NAMES, SVD_SUBDIR
@@ -14,18 +15,6 @@ from mimic.toy.configs import TOY_HW, WEIGHTS_DIR
 
 MAX_BYTES = 8 * 1024 * 1024
 FRAMES = 7  # one 8-frame window with the reference slot
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """One intra-op thread while rendering: on cores other processes keep busy (``make test -n 2``),
-    spinning OpenMP threads make the toy model ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def test_the_committed_weights_are_the_released_formats_within_8_mb():
