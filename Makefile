@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-all gpu-check clean
+.PHONY: venv demo test test-all gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,13 +29,20 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# The one device check (README): every GPU test this machine can run + a torch CUDA UNet benchmark,
-# one report in gpu-check/ (gpu_check.json, gpu_check.md); "no GPU" and exit 0 without one. It needs
-# neither the venv nor a pip install (the script imports this checkout through a temporary symlink),
-# so it runs on a bare GPU machine: `make gpu-check [GPU_PYTHON=python3] [EXTRA=dir-of-unpacked-packages]`.
+# The one device check (README, "GPU check"): benchmarks/gpu_check.py runs each step in its own process
+# and appends a JSON line per step to $(GPU_OUT)/steps.jsonl as it ends; "no GPU" and exit 0 without one.
+# It needs neither the venv nor a pip install (it imports this checkout through a temporary symlink), so
+# it runs on the bare GPU image; `make gpu-wheels` (here, with network) puts the PyAV and diffusers wheels
+# that image lacks into .whl/ (~42 MB, git-ignored), which the check unpacks when it finds them.
 GPU_PYTHON ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_OUT ?= gpu-check
+GPU_WHEELS := av==18.1.0 diffusers==0.42.1
 gpu-check:
-	$(GPU_PYTHON) benchmarks/gpu_check.py --out gpu-check $(if $(EXTRA),--extra-path $(EXTRA))
+	$(GPU_PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT) $(if $(EXTRA),--extra-path $(EXTRA))
+
+gpu-wheels:
+	$(GPU_PYTHON) -m pip download -q --no-deps --only-binary=:all: --implementation cp --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) demo-out build *.egg-info

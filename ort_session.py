@@ -2,10 +2,12 @@
 
 * ``device="cpu"``: the CPU execution provider (``log_severity_level`` 3: onnxruntime warns about
   fp16 nodes it cannot constant-fold on the CPU).
-* ``device="cuda[:N]"``: the CUDA execution provider on device N, or an :class:`EngineError` that
-  says what to install. Never a silent CPU fallback: asking for CUDA and getting the CPU would make
-  a run hundreds of times slower without a word. onnxruntime can also *drop* the CUDA provider
-  when creating a session (its CUDA/cuDNN libraries fail to load); that is caught here too.
+* ``device="cuda[:N]"``: the CUDA execution provider on device N (options: ``CUDA_OPTIONS``), or
+  an :class:`EngineError` that says what to install. Never a silent CPU fallback: asking for CUDA
+  and getting the CPU would make a run hundreds of times slower without a word. onnxruntime can
+  also *drop* the CUDA provider when creating a session (its CUDA/cuDNN libraries fail to load);
+  that is caught here too. (DWPose alone may fall back to the CPU, with a warning:
+  ``mimic.pose.detector``.)
 
 One dependency story: ``onnxruntime`` (CPU) and ``onnxruntime-gpu`` (CUDA) install the same
 module, and with both installed the last one wins (the CUDA provider may vanish; onnxruntime
@@ -34,6 +36,27 @@ INSTALL_ADVICE = (
     "`pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu`, or `pip install 'mimic-engine[gpu]'` "
     "into an environment without `onnxruntime`)"
 )
+# CUDA provider options, set explicitly rather than left to onnxruntime's defaults:
+# * cudnn_conv_algo_search HEURISTIC: the default, EXHAUSTIVE, benchmarks every cuDNN algorithm for each
+#   new conv shape (seconds per shape, paid again for every resolution) and picks by timing, so the
+#   chosen algorithm, and the output bits, can change from run to run; cuDNN's heuristic is instant
+#   and repeatable;
+# * arena_extend_strategy kSameAsRequested: the default grows onnxruntime's arena in powers of two,
+#   reserving up to twice what a stage needs, memory torch's caching allocator (same process, same
+#   device) then cannot have;
+# * do_copy_in_default_stream 1 (onnxruntime's default, pinned): copies on the compute stream; 0 can
+#   race (onnxruntime issue 4829);
+# * cudnn_conv_use_max_workspace 1 (the default since onnxruntime 1.14, pinned for older ones): lets
+#   cuDNN pick its fastest conv algorithm even when it needs a large workspace (the VAE decoder's
+#   full-resolution convs).
+# CUDA graphs (enable_cuda_graph) stay off: they need every input at a fixed address between runs,
+# which the I/O binding of mimic.runtime.backend_ort does not promise.
+CUDA_OPTIONS = {
+    "cudnn_conv_algo_search": "HEURISTIC",
+    "arena_extend_strategy": "kSameAsRequested",
+    "do_copy_in_default_stream": "1",
+    "cudnn_conv_use_max_workspace": "1",
+}
 MISSING_ADVICE = ("onnxruntime is not installed: `pip install 'mimic-engine[cpu]'` (the onnxruntime CPU wheel) or "
                   "`pip install 'mimic-engine[gpu]'` (onnxruntime-gpu, for CUDA); never both")
 _warned_both = False
@@ -95,7 +118,7 @@ def providers_for(device: Any) -> list:
     if kind == "cuda":
         if CUDA_PROVIDER not in ort.get_available_providers():
             raise EngineError(f"onnxruntime {ort.__version__} has no CUDA provider here: {INSTALL_ADVICE}; or use --device cpu")
-        return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
+        return [(CUDA_PROVIDER, {"device_id": index, **CUDA_OPTIONS}), CPU_PROVIDER]
     if kind != "cpu":
         raise EngineError(f"onnxruntime runs on cpu or cuda, not {kind}")
     return [CPU_PROVIDER]

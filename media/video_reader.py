@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from mimic.errors import InputError
+
+if TYPE_CHECKING:  # PyAV is imported where a video is opened: modules that import this one load without it
+    import av
 
 REFERENCE_FPS = 24
 
@@ -63,7 +67,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
-            duration = container.duration / av.time_base
+            duration = container.duration / 1_000_000  # container durations are in AV_TIME_BASE (microseconds)
         return VideoInfo(str(path), width, height, float(_average_rate(stream, path)),
                          stream.frames or None, duration, rotation, bool(container.streams.audio))
 
@@ -102,11 +106,21 @@ def iter_sampled_frames(path: str | Path, sample_stride: int) -> Iterator[tuple[
             raise InputError(f"no decodable video frames in {path}")
 
 
+def _pyav():
+    try:
+        import av
+    except ImportError:
+        raise InputError("reading a video needs PyAV, which is not installed here: `pip install av` "
+                         "(or give the motion as --pose POSES.npz or a --pose-frames folder of PNGs)") from None
+    return av
+
+
 @contextmanager
 def _open_video(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"video not found: {path}")
+    av = _pyav()
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
@@ -123,6 +137,7 @@ def _open_video(path: str | Path) -> Iterator[tuple[av.container.InputContainer,
 
 def _decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                     path: str | Path) -> Iterator[av.VideoFrame]:
+    av = _pyav()
     count = 0
     try:
         for frame in container.decode(stream):

@@ -3,13 +3,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from diffusers import AutoencoderKLTemporalDecoder
-from transformers import CLIPVisionModelWithProjection
+from typing import TYPE_CHECKING
 
-from mimic.mimicmotion_ref.pose_net import PoseNet
+import torch
+
 from mimic.mimicmotion_ref.scheduler import SchedulerConfig
-from mimic.mimicmotion_ref.unet import PoseUNet
+
+if TYPE_CHECKING:  # diffusers/transformers load with the weights (``weights.py``), not with this module
+    from diffusers import AutoencoderKLTemporalDecoder
+    from transformers import CLIPVisionModelWithProjection
+
+    from mimic.mimicmotion_ref.pose_net import PoseNet
+    from mimic.mimicmotion_ref.unet import PoseUNet
 
 
 @dataclass(frozen=True)

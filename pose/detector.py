@@ -4,8 +4,11 @@ Spec §4.1-§4.4. Frames are RGB uint8 HWC arrays with no channel swap before th
 Differences from the released wrapper (results are the same up to float rounding in batched
 model runs):
 
-* no module-level singleton; the device is an explicit argument (``'cpu'`` or ``'cuda[:N]'``;
-  CUDA is used when onnxruntime offers it, otherwise CPU with a logged warning);
+* no module-level singleton; the device is an explicit argument (``'cpu'`` or ``'cuda[:N]'``).
+  CUDA is used when onnxruntime offers it; otherwise (the CPU ``onnxruntime`` wheel beside a CUDA
+  torch: ``--backend torch --device cuda``, or a CUDA provider that fails to start) DWPose runs on
+  the CPU with one warning per process, since a job must not fail over its pose stage. That
+  fallback is DWPose's alone: the main stages' sessions (``mimic.ort_session``) still refuse;
 * each model is checked on load against its :mod:`mimic.spec` stage (``DWPOSE_DETECTOR``,
   ``DWPOSE_POSE``): a missing file, a non-ONNX file or wrong input/output shapes or names is a
   :class:`WeightsError` naming the file and the expectation;
@@ -26,7 +29,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from mimic.errors import EngineError, InputError, WeightsError
+from mimic import ort_session
+from mimic.errors import InputError, WeightsError
 from mimic.ort_session import CPU_PROVIDER, CUDA_PROVIDER, INSTALL_ADVICE, providers_for
 from mimic.spec import (DETECTOR_INPUT_SIZE, DWPOSE_DETECTOR, DWPOSE_POSE, POSE_INPUT_WH, StageName, StageSpec,
                         TensorSpec)
@@ -64,11 +68,16 @@ _PARITY_RTOL = 1e-3
 
 def select_providers(device: str) -> list:
     """onnxruntime providers for ``device`` ('cpu', 'cuda', 'cuda:N'): the one policy of
-    ``mimic.ort_session`` (CUDA asked for and not available is an EngineError, never a CPU fallback)."""
+    ``mimic.ort_session`` (CUDA asked for and not available is an EngineError, never a CPU fallback;
+    :class:`DWPoseDetector` asks :func:`dwpose_device` first)."""
+    return providers_for(_checked(device))
+
+
+def _checked(device: str) -> str:
     kind, _, index = device.partition(":")
     if kind not in ("cpu", "cuda") or (index and not index.isdigit()) or (kind == "cpu" and index):
         raise InputError(f"bad device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
-    return providers_for(device)
+    return device
 
 
 class OnnxModel:
@@ -226,16 +235,40 @@ def _batch_parity(session: ort.InferenceSession, run: Callable, samples: np.ndar
     return ""
 
 
+_warned_cpu_fallback = False
+
+
+def _fall_back_to_cpu(device: str, why: str) -> str:
+    """'cpu', after the one warning per process that DWPose leaves ``device`` (see the module docstring)."""
+    global _warned_cpu_fallback
+    if not _warned_cpu_fallback:
+        _warned_cpu_fallback = True
+        log.warning(f"DWPose runs on the CPU, not {device}: {why}; pose extraction is slower, nothing else changes. "
+                    f"For DWPose on the GPU: {INSTALL_ADVICE}")
+    return "cpu"
+
+
+def dwpose_device(device: str) -> str:
+    """The device DWPose runs on for ``device``: itself, or 'cpu' when onnxruntime has no CUDA provider."""
+    if _checked(device).startswith("cuda") and not ort_session.cuda_available():
+        return _fall_back_to_cpu(device, "this onnxruntime has no CUDA provider")
+    return device
+
+
 class DWPoseDetector:
-    """YOLOX + DWPose on ONNX Runtime. ``frames_per_s`` reports the throughput so far."""
+    """YOLOX + DWPose on ONNX Runtime. ``frames_per_s`` reports the throughput so far; ``device`` is
+    where it runs ('cpu' when CUDA was asked for and onnxruntime cannot give it)."""
 
     def __init__(self, det_model: str | Path, pose_model: str | Path, device: str = "cpu",
                  batching: bool = True) -> None:
-        providers = select_providers(device)
+        self.device = dwpose_device(device)
+        providers = select_providers(self.device)
         self.detector = OnnxModel(det_model, DWPOSE_DETECTOR, providers, batching)
-        self.pose_model = OnnxModel(pose_model, DWPOSE_POSE, providers, batching)
         if providers[0] != CPU_PROVIDER and self.detector.provider != CUDA_PROVIDER:
-            raise EngineError(f"DWPose on {device}: onnxruntime could not start its CUDA provider ({INSTALL_ADVICE})")
+            self.device = _fall_back_to_cpu(device, "onnxruntime could not start its CUDA provider (CUDA/cuDNN libraries?)")
+            providers = select_providers(self.device)
+            self.detector = OnnxModel(det_model, DWPOSE_DETECTOR, providers, batching)
+        self.pose_model = OnnxModel(pose_model, DWPOSE_POSE, providers, batching)
         self._grid, self._strides = yolox_anchor_grid(DETECTOR_INPUT_SIZE)
         self.frames_done = 0
         self.seconds = 0.0

@@ -11,20 +11,25 @@ On CUDA:
   72-frame 576x1024 CFG pair in the UNet's first level). The CPU keeps the plain graphs by default
   (``fuse_attention=None``), so CPU renders stay byte-identical to what they were;
 * inputs are bound by address from torch tensors; outputs are allocated by onnxruntime on the
-  device and handed to torch through DLPack (``torch.from_dlpack(OrtValue)``: no copy);
+  device and handed to torch through DLPack (``torch.from_dlpack(OrtValue)``: no copy). An
+  onnxruntime whose ``OrtValue`` has neither ``__dlpack__`` nor ``to_dlpack`` gets a host round trip
+  per output instead, with one warning (at load, once per process) naming its version;
 * onnxruntime enqueues on its own CUDA stream and synchronises it before ``run`` returns, so the
   caller's stream is synchronised once before the run (the feeds must be complete) and the outputs
   are ready on return.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mimic.errors import EngineError, InputError
-from mimic.ort_session import create_session, providers_for
+from mimic.ort_session import create_session, import_onnxruntime, providers_for
+
+log = logging.getLogger(__name__)
 
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
@@ -37,14 +42,34 @@ _NUMPY_TO_TORCH = {np.float32: torch.float32, np.float16: torch.float16, np.floa
 
 
 def ort_value_to_torch(value, device: torch.device) -> torch.Tensor:
-    """A torch view of an onnxruntime output (DLPack: no copy), on ``device``."""
+    """A torch view of an onnxruntime output (DLPack: no copy), on ``device``; an onnxruntime without
+    DLPack gets a copy through host memory (see :func:`dlpack_outputs`)."""
     if hasattr(value, "__dlpack__"):
         t = torch.from_dlpack(value)
     elif hasattr(value, "to_dlpack"):  # onnxruntime < 1.20
         t = torch.utils.dlpack.from_dlpack(value.to_dlpack())
-    else:  # pragma: no cover - very old onnxruntime: a host round trip
+    else:  # no DLPack at all: a host round trip
         t = torch.from_numpy(value.numpy())
     return t if t.device == device else t.to(device)
+
+
+_warned_no_dlpack = False
+
+
+def dlpack_outputs(ort) -> bool:
+    """Whether this onnxruntime's ``OrtValue`` exports DLPack (``__dlpack__``, or ``to_dlpack``
+    before 1.20). Checked once per CUDA backend; without it every CUDA output is copied device ->
+    host -> device, which is said once per process rather than found in a profile."""
+    global _warned_no_dlpack
+    value_type = getattr(ort, "OrtValue", None)
+    if hasattr(value_type, "__dlpack__") or hasattr(value_type, "to_dlpack"):
+        return True
+    if not _warned_no_dlpack:
+        _warned_no_dlpack = True
+        log.warning(f"onnxruntime {getattr(ort, '__version__', '?')} cannot hand outputs to torch through DLPack (OrtValue has no "
+                    f"__dlpack__ or to_dlpack): every stage output takes a host round trip (device -> host -> device) per call; "
+                    f"a newer onnxruntime-gpu avoids it")
+    return False
 
 
 class OnnxRuntimeBackend:
@@ -58,6 +83,8 @@ class OnnxRuntimeBackend:
         if missing:
             raise EngineError(f"missing ONNX graphs: {', '.join(missing)}; run `mimic export` first")
         providers_for(self.device)  # no CUDA provider for a CUDA device: fail now, not at the first stage
+        if self.device.type == "cuda":
+            dlpack_outputs(import_onnxruntime(self.device))
         self._threads = threads
         self.fuse_attention = self.device.type == "cuda" if fuse_attention is None else bool(fuse_attention)
         self._sessions: dict = {}

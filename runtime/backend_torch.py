@@ -6,21 +6,26 @@ import torch
 
 from mimic.errors import InputError
 from mimic.mimicmotion_ref.models import RefModels
+from mimic.runtime.determinism import set_cuda_numerics
 from mimic.spec import StageName as S
 from mimic.spec import TensorName as N
 
 
 class TorchBackend:
+    """``deterministic``: the job(s) promise bit identity across processes or devices (several
+    devices, or checkpoints that a later process may resume): cuDNN autotuning off. Otherwise each
+    stage runs at a few fixed shapes per job (one window, one decode chunk), so cuDNN may time its
+    Conv3d/Conv2d algorithms once per shape and keep the fastest. A process that already promised
+    stays deterministic (``mimic.runtime.determinism``)."""
+
     name = "torch"
 
-    def __init__(self, models: RefModels):
+    def __init__(self, models: RefModels, deterministic: bool = False):
         self.models = models
         self.device = models.device
         self.dtype = models.dtype
         if self.device.type == "cuda":
-            # Each stage runs at a few fixed shapes per job (one window, one decode chunk): let cuDNN
-            # pick the fastest Conv3d/Conv2d algorithms once per shape.
-            torch.backends.cudnn.benchmark = True
+            set_cuda_numerics(deterministic or torch.backends.cudnn.deterministic)
 
     def _stream_ctx(self, stream):
         return torch.cuda.stream(stream) if stream is not None else _null()

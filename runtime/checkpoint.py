@@ -37,7 +37,7 @@ from mimic.runtime.report import JobReport
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: CUDA jobs draw their noise on the device (runtime/determinism.py); a format-1 GPU checkpoint would not resume the same job
 MANIFEST = "checkpoint.json"
 SUFFIX = ".checkpoint"
 _INPUT_FIELDS = ("reference", "driving", "poses", "pose_frames", "ref_pose")
@@ -198,7 +198,10 @@ class CheckpointStore:
 
 class CheckpointHooks(Hooks):
     """Saves the latents every ``every`` steps (and after the last one, so a job killed while
-    decoding skips all of denoising), then forwards every callback to ``inner``."""
+    decoding skips all of denoising), then forwards every callback to ``inner``. A job that saves
+    checkpoints promises that its resumed run gives the same bits: ``deterministic``."""
+
+    deterministic = True
 
     def __init__(self, store: CheckpointStore, every: int = 1, inner: Hooks | None = None):
         if every < 1:

@@ -12,8 +12,9 @@ Working set per step: the latents, one accumulator and one temporary (plus one w
 
 Per UNet call nothing is allocated for the feeds: the CFG pair's sample buffer (latents | reference
 latents) and pose buffer (zeros | pose latents) are allocated once and written in place; sigma and
-the step's scalars stay on the host (the schedule is a CPU tensor), the timesteps are moved to the
-device once, so the only host synchronisation per step is the NaN/Inf check. PoseNet outputs are
+the step's scalars stay on the host (the schedule is a CPU tensor), the timesteps and every
+window's frame indices are moved to the device once (indexing with a Python list would copy it and
+wait, per use), so the only host synchronisation per step is the NaN/Inf check. PoseNet outputs are
 cached on the device up to a budget sized from its free memory, then as pinned host copies (one
 asynchronous upload per use), and only beyond both recomputed. ``stream``: the CUDA stream every
 stage is enqueued on (None: the current one). On the CPU the arithmetic is exactly the previous
@@ -168,12 +169,23 @@ class StepHooks(Protocol):
     def poll(self) -> None: ...
 
 
+def device_index(lists, device: torch.device) -> list[torch.Tensor]:
+    """Index lists -> LongTensors on ``device``, with one host -> device copy for all of them.
+
+    Indexing a CUDA tensor with a Python list copies the list to the device and waits for the copy:
+    a host synchronisation per use, four per window. Indexing with these is the same operation (a
+    list index is turned into this LongTensor), so the bits are the same."""
+    lists = [list(x) for x in lists]
+    flat = torch.tensor([i for x in lists for i in x], dtype=torch.long).to(device)
+    return list(flat.split([len(x) for x in lists]))
+
+
 def window_counts(plan: DenoisePlan, num_frames: int, device: torch.device) -> torch.Tensor:
     """Per frame, the sum of the tent weights of the windows that cover it (the fusion's divisor)."""
     weights = tent_weights(plan.window, dtype=plan.dtype, device=device)
     count = torch.zeros(num_frames, dtype=plan.dtype, device=device)
-    for idx in plan.windows:
-        count[list(idx)] += weights
+    for idx in device_index(plan.windows, device):
+        count[idx] += weights
     return count
 
 
@@ -183,7 +195,7 @@ class WindowStepper:
     Holds what every call reuses: the CFG pair's feed buffers, written in place per window (sample =
     [x | ref] for both halves, pose = [zeros | pose latents], allocated at the first window, when the
     PoseNet shape is known), the PoseNet cache, the timesteps on the device, the tent weights and the
-    frame-wise guidance scales.
+    frame-wise guidance scales, and each window's frame indices on the device (``index[j]``).
     """
 
     def __init__(self, backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, num_frames: int, stream=None):
@@ -197,12 +209,14 @@ class WindowStepper:
         self.pose_cache = PoseLatentCache(backend, poses, [list(w) for w in plan.windows], dtype, plan.pose_cache_bytes,
                                           plan.pose_host_cache_bytes, stream)
         self.timesteps = plan.schedule.timesteps.to(device)  # once: no per-step host -> device copy
+        self.index = device_index(plan.windows, device)  # once: indexing with lists syncs per use
         self.sample: torch.Tensor | None = None
         self.pose_pair: torch.Tensor | None = None
 
-    def contribution(self, latents: torch.Tensor, idx: list[int], frames: list[int], i: int, j: int) -> torch.Tensor:
+    def contribution(self, latents: torch.Tensor, idx: torch.Tensor, frames: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """(1, window, c, h, w): window ``j``'s guided output times the tent weights at step ``i``.
-        ``latents[:, idx]`` are the window's latents; ``frames`` its global frame indices."""
+        ``latents[:, idx]`` are the window's latents; ``frames`` its global frame indices (index
+        tensors on the device, e.g. ``self.index[j]``: a list would cost a host sync per use)."""
         plan = self.plan
         sigma = plan.schedule.sigmas[i]  # a host scalar: nothing to read back
         c_in = 1.0 / ((sigma**2 + 1) ** 0.5)
@@ -250,17 +264,16 @@ def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: Pose
     """
     device, schedule = backend.device, plan.schedule
     num_frames = latents.shape[1]
-    windows = [list(w) for w in plan.windows]
     count = window_counts(plan, num_frames, device)
     stepper = WindowStepper(backend, plan, cond, poses, num_frames, stream)
-    total = plan.total_calls
+    total, n = plan.total_calls, len(plan.windows)
     acc = torch.empty(latents.shape, dtype=plan.dtype, device=device)
     for i in range(plan.start_step, schedule.num_steps):
         acc.zero_()
-        for j, idx in enumerate(windows):
+        for j, idx in enumerate(stepper.index):
             acc[:, idx] += stepper.contribution(latents, idx, idx, i, j)
             if hooks is not None:
-                hooks.on_progress(i * len(windows) + j + 1, total)
+                hooks.on_progress(i * n + j + 1, total)
                 hooks.poll()
         # the step may return ``acc`` itself (fp32): the old latents' memory becomes the next accumulator
         latents, acc = finish_step(acc, latents, count, plan, i), latents

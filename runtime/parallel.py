@@ -52,6 +52,7 @@ from mimic.runtime.denoise import (
     DenoisePlan,
     StepHooks,
     WindowStepper,
+    device_index,
     finish_step,
     window_counts,
 )
@@ -123,13 +124,24 @@ class _SerialPoses:
 
 
 class _Worker:
-    """One backend and its thread; ``step`` computes the partial of its windows for step ``i``."""
+    """One backend and its thread; ``step`` computes the partial of its windows for step ``i``.
 
-    def __init__(self, k: int, backend: Backend, share: WorkerShare, stepper: WindowStepper):
+    The share's index lists are made device tensors once (a list index costs a host sync per use):
+    ``frames`` on the main device (it gathers the worker's latents and adds its partial there), the
+    per-window positions on the worker's device."""
+
+    def __init__(self, k: int, backend: Backend, share: WorkerShare, stepper: WindowStepper, main: torch.device):
         self.backend, self.share, self.stepper = backend, share, stepper
         self.device = backend.device
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"mimic-worker{k}-{backend.device}")
-        self.frames = torch.tensor(share.frames, dtype=torch.long)
+        self.frames = device_index([share.frames], main)[0]
+        js = share.windows
+        lists = [share.local[j] for j in js] + [[share.local[j][p] for p in share.keep[j]] for j in js]
+        lists += [share.keep[j] for j in js] + [share.hand[j] for j in js]
+        index, n = device_index(lists, self.device), len(js)
+        # per window j: its frames' positions in the partial, those of its kept frames, and its kept
+        # and handed positions within the window
+        self.local, self.keep_local, self.keep, self.hand = (dict(zip(js, index[m * n:(m + 1) * n])) for m in range(4))
 
     def submit(self, fn, *args) -> Future:
         return self.pool.submit(self._in_device, fn, *args)
@@ -145,21 +157,20 @@ class _Worker:
     def step(self, latents: torch.Tensor, i: int, windows, done: "queue.Queue", stop: threading.Event):
         """-> (partial over ``share.frames``, {window j: contribution at its handed positions})."""
         share = self.share
-        local_latents = latents if latents.device == self.device else latents[:, self.frames.to(latents.device)].to(self.device)
+        local_latents = latents if latents.device == self.device else latents[:, self.frames].to(self.device)
         same = local_latents is latents
         partial = torch.zeros((1, len(share.frames), *latents.shape[2:]), dtype=latents.dtype, device=self.device)
         handed = {}
         for j in share.windows:
             if stop.is_set():
                 raise _Cancelled()
-            idx = windows[j]
-            contribution = self.stepper.contribution(local_latents, idx if same else share.local[j], idx, i, j)
-            keep, hand = share.keep[j], share.hand[j]
-            if len(keep) == len(idx):
-                partial[:, share.local[j]] += contribution
+            idx = self.stepper.index[j]
+            contribution = self.stepper.contribution(local_latents, idx if same else self.local[j], idx, i, j)
+            if len(share.keep[j]) == len(windows[j]):
+                partial[:, self.local[j]] += contribution
             else:
-                partial[:, [share.local[j][p] for p in keep]] += contribution[:, keep]
-                handed[j] = contribution[:, hand]
+                partial[:, self.keep_local[j]] += contribution[:, self.keep[j]]
+                handed[j] = contribution[:, self.hand[j]]
             done.put(j)
         if self.device.type == "cuda":  # the main thread reads the partial next
             torch.cuda.current_stream(self.device).synchronize()
@@ -183,10 +194,11 @@ def denoise_parallel(backends: Sequence[Backend], plan: DenoisePlan, cond: Condi
     num_frames = latents.shape[1]
     poses = _SerialPoses(poses)
     workers = [
-        _Worker(k, b, share, WindowStepper(b, plan, cond, poses, num_frames, stream if b.device == main else None))
+        _Worker(k, b, share, WindowStepper(b, plan, cond, poses, num_frames, stream if b.device == main else None), main)
         for k, ((b, _), share) in enumerate(zip(used, shares))
     ]
-    hand_frames = {j: [windows[j][p] for p in positions] for share in shares for j, positions in share.hand.items() if positions}
+    hand = {j: [windows[j][p] for p in positions] for share in shares for j, positions in share.hand.items() if positions}
+    hand_frames = dict(zip(hand, device_index(hand.values(), main)))  # global frames, on the main device
     count = window_counts(plan, num_frames, main)
     acc = torch.empty(latents.shape, dtype=plan.dtype, device=main)
     total, n = plan.total_calls, len(windows)
@@ -222,7 +234,7 @@ def denoise_parallel(backends: Sequence[Backend], plan: DenoisePlan, cond: Condi
                 raise
             acc.zero_()
             for w, (partial, _) in zip(workers, results):
-                acc[:, w.frames.to(main)] += partial.to(main)
+                acc[:, w.frames] += partial.to(main)
             handed = {j: piece for _, pieces in results for j, piece in pieces.items()}
             for j in sorted(handed):  # window order: as one worker adds them
                 acc[:, hand_frames[j]] += handed[j].to(main)
@@ -248,14 +260,16 @@ def decode_parallel(backends: Sequence[Backend], latents: torch.Tensor, scaling_
 
     def run(k: int, s: int):
         b = backends[k]
-        part = z[s : s + chunk].to(b.device)
         if b.device.type == "cuda":
-            with torch.cuda.device(b.device), torch.inference_mode():
-                out = decode_chunk(b, part, s, stream if b.device == main else None)
+            # the main device's chunks go on the job stream: current here, so that everything
+            # decode_chunk enqueues after the decoder (checks, uint8, copy to the host) waits for it
+            job = stream if b.device == main else None
+            with torch.cuda.device(b.device), torch.cuda.stream(job), torch.inference_mode():
+                out = decode_chunk(b, z[s : s + chunk].to(b.device), s, job)
                 torch.cuda.current_stream(b.device).synchronize()
                 return out
         with torch.inference_mode():
-            return decode_chunk(b, part, s, None)
+            return decode_chunk(b, z[s : s + chunk].to(b.device), s, None)
 
     pending: list[tuple[int, Future]] = []
     try:

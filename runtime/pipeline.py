@@ -13,7 +13,8 @@ only gates step 6 so one job denoises at a time), ``mimic demo`` and every bench
     7. decode + write      temporal-decoder chunks streamed to the writer in order; report
 
 Numerically this is the reference pipeline (``mimicmotion_ref.pipeline``): same preprocessing, same
-random draws for a seed (pixel noise in step 4, then one window of latent noise in step 5), same
+random draws for a seed (pixel noise in step 4, then one window of latent noise in step 5; on the
+main GPU when there is one, as the released script draws them: ``determinism``), same
 fusion, guidance and Euler step; restructured for speed and bounded host memory.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mimic.mimicmotion_ref.windows import tile_noise
 from mimic.runtime.backend_api import Backend
 from mimic.runtime.decode import decode_frames
 from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
+from mimic.runtime.determinism import job_noise, promise_bit_identity
 from mimic.runtime.inputs import JobInputs, prepare_poses, read_inputs
 from mimic.runtime.jobs import Job
 from mimic.runtime.report import JobReport, write_report
@@ -105,6 +107,7 @@ class Hooks:
         job (the executor cancels jobs this way); everything written so far is discarded cleanly."""
 
     synchronize = False  # True: phase timings wait for the device (benchmarks)
+    deterministic = False  # True: the job's latents may be resumed by another process (checkpoints)
 
 
 class FrameCollector:
@@ -156,6 +159,8 @@ def generate(
     config = job.config(c.base_config)
     backend, dt, dev = c.backend, c.dtype, c.device
     timer = _PhaseTimer(report, hooks, dev)
+    if dev.type == "cuda" and (c.workers or resume is not None or getattr(hooks, "deterministic", False)):
+        promise_bit_identity()  # several GPUs, or another process's latents: no cuDNN autotuning
 
     with timer("inputs"):
         # 1. inputs
@@ -167,15 +172,15 @@ def generate(
         num_frames, height, width = check_shapes(inputs.reference, len(inputs.poses), (inputs.poses.height, inputs.poses.width), config.window)
 
     with timer("encode"):
-        generator = torch.Generator().manual_seed(config.seed)
         reference = pre.upstream_pixel_roundtrip(inputs.reference, dt)
         # 3. image embedding
         clip = pre.clip_pixels(reference, c.info.clip_mean, c.info.clip_std).to(dev, dt)
         embeds = backend.run(StageName.IMAGE_ENCODER, {N.PIXEL_VALUES: clip}, stream)[N.IMAGE_EMBEDS].to(dt).unsqueeze(1)
         # 4. reference latents (noise augmentation: the job's first random draw)
         pixels = pre.vae_pixels(reference)
-        pixel_noise = torch.randn(pixels.shape, generator=generator, dtype=pixels.dtype)
-        pixels = (pixels + config.noise_aug_strength * pixel_noise).to(dev, dt)
+        # both draws now, in the released order; on the main GPU when there is one (``determinism``)
+        pixel_noise, window_noise = job_noise(config.seed, dev, pixels.shape, (1, config.window, c.info.latent_channels, height // 8, width // 8), dt)
+        pixels = (pixels.to(pixel_noise.device) + config.noise_aug_strength * pixel_noise).to(dev, dt)
         ref_latents = backend.run(StageName.VAE_ENCODER, {N.IMAGE: pixels}, stream)[N.LATENT_MEAN].to(dt)
         # 5. conditioning: CFG pairs [uncond, cond], added time ids, schedule, initial noise (second draw)
         cond = Conditioning(
@@ -185,7 +190,6 @@ def generate(
         )
         plan = plan_denoise(num_frames, config, c.info.scheduler, dt, dev, start_step=resume[0] if resume else 0)
         if noise is None:
-            window_noise = torch.randn((1, config.window, c.info.latent_channels, height // 8, width // 8), generator=generator, dtype=dt)
             noise = tile_noise(window_noise, num_frames)
         latents = noise.to(dev, dt) * plan.schedule.init_noise_sigma
         if resume is not None:

@@ -166,7 +166,8 @@ class MimicMotion:
     def render(self, job: Job, hooks: Hooks | None = None) -> JobReport:
         """Validate, then run one job start to finish (raises MimicError on bad input)."""
         validate_job(job, audio=self.options.audio)
-        preflight(self.layout, job.config(self.base_config), self.options.backend, self.options.main_device, self.options.dtype == torch.float32)
+        preflight(self.layout, job.config(self.base_config), self.options.backend, self.options.main_device, self.options.dtype == torch.float32,
+                  loaded=True)  # the backend's weights are on the device already
         return generate(self.components, job, hooks=hooks)
 
     def close(self) -> None:

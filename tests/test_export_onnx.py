@@ -289,7 +289,7 @@ def test_ort_session_cuda_policy(tiny_export, monkeypatch):
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "InferenceSession", Dropped)
-    assert ort_session.providers_for(torch.device("cuda", 1)) == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert ort_session.providers_for(torch.device("cuda", 1)) == [("CUDAExecutionProvider", {"device_id": 1, **ort_session.CUDA_OPTIONS}), "CPUExecutionProvider"]
     with pytest.raises(EngineError, match="could not start its CUDA provider"):
         ort_session.create_session(path, "cuda:0")
     with pytest.raises(EngineError, match="cannot load nowhere.onnx"):

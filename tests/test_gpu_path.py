@@ -98,12 +98,15 @@ def test_torch_cuda_fp16_vae_decoder_nan_rate(cuda_models, record_property):
     print(f"fp16 VAE decoder NaN/Inf rate: {bad / total:.2e} ({bad}/{total})")
 
 
-def test_torch_cuda_job_matches_cpu_reference_closely(tiny_cache, tmp_path, record_property):
-    """A whole job on the torch CUDA backend (fp16) vs the CPU (fp32): the difference is reported;
+def test_torch_cuda_job_matches_cpu_reference_closely(tiny_cache, tmp_path, record_property, monkeypatch):
+    """A whole job on the torch CUDA backend (fp16) vs the CPU (fp32), from the same noise (a CUDA job
+    draws its own on the GPU, so the CPU's draws are handed to both here): the difference is reported;
     frames must be finite and on average within 8/255 (fp16 over 2 steps of a tiny random model)."""
     _needs("diffusers", "transformers")
-    from gpu_helpers import pose_frame_jobs, read_png_frames
+    from gpu_helpers import cpu_noise_everywhere, pose_frame_jobs, read_png_frames
     from mimic.runtime.service import MimicMotion, RuntimeOptions
+
+    cpu_noise_everywhere(monkeypatch)
 
     outs = {}
     for device in ("cpu", "cuda"):
