@@ -42,7 +42,7 @@ _TERM = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(?:([*/])([A-Za-z0-9]+))?$")
 @dataclass(frozen=True)
 class ModelDims:
     """The checkpoint-dependent sizes the shapes need. Read from the weights' config files by the one
-    strict reader, ``mimic.mimicmotion_ref.model_info.ModelInfo.dims`` (never guessed)."""
+    strict reader, ``mimic.model.model_info.ModelInfo.dims`` (never guessed)."""
 
     embed_dim: int  # D: CLIP projection_dim == UNet cross_attention_dim (1024 for SVD-XT)
     pose_channels: int  # C0: UNet block_out_channels[0] (320)

@@ -101,7 +101,7 @@ class ModelConfigs:
 
     @classmethod
     def tiny(cls) -> "ModelConfigs":
-        from mimic.mimicmotion_ref import tiny
+        from mimic.model import tiny
 
         return cls.from_dicts(tiny.UNET_CONFIG, tiny.VAE_CONFIG, tiny.CLIP_CONFIG, "tiny")
 
@@ -132,7 +132,7 @@ def _meta_model(kind: str, config_json: str) -> torch.nn.Module:
     cfg = json.loads(config_json)
     with torch.device("meta"):
         if kind == S.UNET:
-            from mimic.mimicmotion_ref.unet import PoseUNet
+            from mimic.model.unet import PoseUNet
 
             model = PoseUNet.from_config(cfg)
         elif kind == "vae":
@@ -144,7 +144,7 @@ def _meta_model(kind: str, config_json: str) -> torch.nn.Module:
 
             model = CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(cfg))
         elif kind == S.POSE_NET:
-            from mimic.mimicmotion_ref.pose_net import PoseNet
+            from mimic.model.pose_net import PoseNet
 
             model = PoseNet(noise_latent_channels=int(cfg["channels"]))
         else:  # pragma: no cover - programming error
@@ -310,7 +310,7 @@ def job_flops(
     the released loop) + temporal decode of every frame (reference slot included) + the VAE encoder
     and CLIP on the reference. ``configs`` defaults to the real SVD-XT 1.1 configuration.
     """
-    from mimic.mimicmotion_ref.windows import window_indices
+    from mimic.model.windows import window_indices
 
     configs = configs or ModelConfigs.real()
     frames = job_frames(num_output_frames, config.window)

@@ -58,9 +58,9 @@ PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "av", "d
             "huggingface_hub", "opencv-python-headless", "pytest", "pytest-xdist", "typer", "polygraphy", "tensorrt",
             "tensorrt-rtx", "ray", "cuda-python", "torchao", "nvidia-modelopt")
 MODULES = ("mimic.spec", "mimic.fingerprint", "mimic.runtime.denoise", "mimic.runtime.parallel", "mimic.runtime.decode",
-           "mimic.runtime.pipeline", "mimic.runtime.service", "mimic.runtime.backend_torch", "mimic.runtime.backend_ort",
-           "mimic.runtime.backend_trt", "mimic.media.video_reader", "mimic.pose.detector", "mimic.mimicmotion_ref.loader",
-           "mimic.mimicmotion_ref.unet", "mimic.engine.runner", "mimic.engine.validate", "mimic.farm.farm", "mimic.benchmarks.flops")
+           "mimic.runtime.pipeline", "mimic.runtime.api", "mimic.runtime.backend_torch", "mimic.runtime.backend_ort",
+           "mimic.runtime.backend_trt", "mimic.media.video_reader", "mimic.pose.detector", "mimic.model.loader",
+           "mimic.model.unet", "mimic.engine.runner", "mimic.engine.validate", "mimic.farm.farm", "mimic.benchmarks.flops")
 GPU_TEST_FILES = ("tests/test_gpu_parallel.py", "tests/test_gpu_path.py", "tests/test_engine_gpu.py")
 STREAM_TESTS = ("tests/test_gpu_streams.py", "tests/test_gpu_parallel.py::test_parallel_denoise_on_cuda_equals_one_worker")
 # attention at the real 72-frame 576x1024 shapes: (batch, heads, tokens, head dim)
@@ -419,7 +419,7 @@ def step_sdpa(r: Recorder) -> None:
 
 def _real_unet(torch, dev, seed: int = 0):
     from mimic.benchmarks.flops import REAL_UNET_CONFIG
-    from mimic.mimicmotion_ref.unet import PoseUNet
+    from mimic.model.unet import PoseUNet
 
     torch.manual_seed(seed)
     with torch.device(dev):
@@ -487,7 +487,7 @@ def step_unet(r: Recorder, frames: int) -> None:
 def _estimate(window: int):
     """The CUDA memory preflight's uncalibrated terms at 576x1024 for ``window`` frames (fp16)."""
     from mimic.benchmarks.flops import REAL_UNET_CONFIG, REAL_VAE_CONFIG
-    from mimic.mimicmotion_ref.config import GenerationConfig
+    from mimic.model.config import GenerationConfig
     from mimic.runtime.memory import estimate_cuda_job_memory
 
     config = GenerationConfig(window=window, overlap=min(6, window - 1))
@@ -499,7 +499,7 @@ def step_vae_decode(r: Recorder) -> None:
     from diffusers import AutoencoderKLTemporalDecoder
 
     from mimic.benchmarks.flops import REAL_VAE_CONFIG
-    from mimic.mimicmotion_ref.config import GenerationConfig
+    from mimic.model.config import GenerationConfig
 
     chunk = GenerationConfig().decode_chunk
     torch.manual_seed(0)
@@ -567,7 +567,7 @@ def step_end_to_end(r: Recorder) -> None:
     from gpu_helpers import pose_frame_jobs, read_png_frames
 
     from mimic.runtime import determinism, pipeline
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
 
     # the same noise for both devices (a CUDA job draws its own on the GPU): only the numerics differ
     cpu_draws = determinism.job_noise

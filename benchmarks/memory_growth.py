@@ -57,10 +57,10 @@ def child(frames: int, height: int, width: int, window: int, pose_channels: int)
     import psutil
     import torch
 
-    from mimic.mimicmotion_ref.config import GenerationConfig
+    from mimic.model.config import GenerationConfig
     from mimic.pose.draw import draw_pose
     from mimic.media.video_writer import VideoWriter
-    from mimic.mimicmotion_ref.model_info import ModelInfo
+    from mimic.model.model_info import ModelInfo
     from mimic.pose.images import DrawnPoses
     from mimic.runtime.demo_assets import synthetic_poses, synthetic_reference
     from mimic.runtime.inputs import JobInputs

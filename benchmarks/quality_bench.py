@@ -130,14 +130,14 @@ class _Counter:
 
 def run_quality(plan: QualityPlan, out_dir: Path, echo: Callable[[str], None] = print) -> dict:
     """Render every variant, write quality.json/.md/.png into ``out_dir``; returns the JSON dict."""
-    from mimic.mimicmotion_ref.preprocess import target_size
-    from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
-    from mimic.mimicmotion_ref.windows import window_indices
+    from mimic.model.preprocess import target_size
+    from mimic.model.presets import default_generation, layout_from_options
+    from mimic.model.windows import window_indices
     from mimic.pose.draw import draw_pose
     from mimic.pose.images import DrawnPoses
     from mimic.runtime.inputs import JobInputs, pad_to_window
     from mimic.runtime.pipeline import FrameCollector, generate, in_memory_job
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
     from mimic.toy.samples import make_sample
 
     variants = [Variant.parse(n) for n in dict.fromkeys((REFERENCE, *plan.variants))]

@@ -83,10 +83,10 @@ def run_point(pt: ScalingPoint) -> dict:
     import torch
 
     from mimic.benchmarks.stage_bench import PeakMemory, sync, synthetic_job
-    from mimic.mimicmotion_ref.config import GenerationConfig
-    from mimic.mimicmotion_ref.presets import layout_from_options
-    from mimic.mimicmotion_ref.weights import fetch_svd
-    from mimic.mimicmotion_ref.model_info import ModelInfo
+    from mimic.model.config import GenerationConfig
+    from mimic.model.presets import layout_from_options
+    from mimic.model.weights import fetch_svd
+    from mimic.model.model_info import ModelInfo
 
     if pt.threads:
         torch.set_num_threads(pt.threads)
@@ -97,7 +97,7 @@ def run_point(pt: ScalingPoint) -> dict:
     layout = layout_from_options(preset=pt.preset, weights=Path(pt.weights) if pt.weights else None)
     info = ModelInfo.from_svd_dir(fetch_svd(layout.svd))
     if pt.backend in ("reference", "torch"):
-        from mimic.mimicmotion_ref.loader import load_reference_models
+        from mimic.model.loader import load_reference_models
 
         models = load_reference_models(layout, dev, dtype)
         if pt.backend == "torch":
@@ -139,7 +139,7 @@ def run_point(pt: ScalingPoint) -> dict:
             sec = report.seconds
             phases.update(encode=sec["inputs"] + sec["encode"], denoise=sec["denoise"], decode=sec["decode_write"])
         seconds = time.perf_counter() - t_job
-    from mimic.mimicmotion_ref.windows import window_indices
+    from mimic.model.windows import window_indices
 
     frames_total = int(np.asarray(poses).shape[0])
     return {
@@ -204,7 +204,7 @@ def scaling_points(frames: tuple[int, ...], size: tuple[int, int], backends: tup
 def run_scaling(points: list[ScalingPoint], ctx, emit: Callable[[dict], object], log: Callable[[str], None] = print, timeout_s: float = 1800.0, configs=None) -> list[dict]:
     """Run every point in its own process and emit a ``scaling`` record per point (``skip`` on failure)."""
     from mimic.benchmarks.flops import job_flops
-    from mimic.mimicmotion_ref.config import GenerationConfig
+    from mimic.model.config import GenerationConfig
 
     records = []
     for pt in points:

@@ -36,7 +36,7 @@ from mimic.benchmarks.flops import ModelConfigs, job_flops, stage_flops
 from mimic.benchmarks.matmul_rate import measure_matmul_rate
 from mimic.benchmarks.results import RunContext
 from mimic.errors import EngineError, InputError, MimicError
-from mimic.runtime.service import BACKENDS  # the runtime's backends; the reference is this module's
+from mimic.runtime.api import BACKENDS  # the runtime's backends; the reference is this module's
 from mimic.spec import StageName as S
 from mimic.spec import TensorName as N
 
@@ -339,9 +339,9 @@ class Bench:
 
     # -- setup --
     def _setup(self) -> None:
-        from mimic.mimicmotion_ref.presets import layout_from_options
-        from mimic.mimicmotion_ref.weights import fetch_svd
-        from mimic.mimicmotion_ref.model_info import ModelInfo
+        from mimic.model.presets import layout_from_options
+        from mimic.model.weights import fetch_svd
+        from mimic.model.model_info import ModelInfo
 
         p = self.plan
         self.layout = layout_from_options(preset=p.preset, weights=p.weights, svd=p.svd, checkpoint=p.checkpoint)
@@ -362,7 +362,7 @@ class Bench:
         note = busy_machine_note(self.env.get("load_avg_1m"), self.env.get("cpu_cores_logical") or 1, p.threads) if self.device.type == "cpu" else None
         if note:
             self.log(f"  note: {note}")
-        from mimic.mimicmotion_ref.config import GenerationConfig
+        from mimic.model.config import GenerationConfig
 
         self.config = GenerationConfig(
             resolution=max(64, min(p.height, p.width)), window=p.e2e_window, overlap=p.overlap, steps=p.steps, decode_chunk=p.decode_chunk, seed=p.seed
@@ -373,7 +373,7 @@ class Bench:
         self.rate = rate.tflops_best  # the efficiency and floor denominator (see matmul_rate)
         self.log(f"  dense matmul ({rate.dtype}, n={rate.n}): {rate.tflops_best:.3f} TFLOP/s best, {rate.tflops:.3f} median")
         self._emit(self.ctx.record("matmul", dtype=rate.dtype, n=rate.n, iters=rate.iters, tflops=rate.tflops, tflops_best=rate.tflops_best))
-        from mimic.mimicmotion_ref.config import GenerationConfig
+        from mimic.model.config import GenerationConfig
 
         real = ModelConfigs.real()
         for label, n in STANDARD_JOBS:
@@ -388,7 +388,7 @@ class Bench:
 
     def _load_models(self):
         if getattr(self, "_models", None) is None:
-            from mimic.mimicmotion_ref.loader import load_reference_models
+            from mimic.model.loader import load_reference_models
 
             t0 = time.perf_counter()
             self._models = load_reference_models(self.layout, self.device, self.dtype)

@@ -42,14 +42,14 @@ class WorkerPlan:
 
 
 def run_workers(plan: WorkerPlan, ctx, emit: Callable[[dict], object], log: Callable[[str], None] = print) -> list[dict]:
-    from mimic.mimicmotion_ref.preprocess import target_size
+    from mimic.model.preprocess import target_size
     from mimic.pose.draw import draw_pose
     from mimic.pose.images import DrawnPoses
     from mimic.runtime.demo_assets import synthetic_poses, synthetic_reference
     from mimic.runtime.inputs import JobInputs, pad_to_window
     from mimic.runtime.pipeline import FrameCollector, generate, in_memory_job
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
-    from mimic.mimicmotion_ref.windows import window_indices
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
+    from mimic.model.windows import window_indices
 
     listed = plan.devices.split(",")
     records: list[dict] = []

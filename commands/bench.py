@@ -188,7 +188,7 @@ def workers(
     from mimic.benchmarks.env import fingerprint
     from mimic.benchmarks.results import ResultsWriter, RunContext
     from mimic.benchmarks.worker_scaling import WorkerPlan, run_workers
-    from mimic.runtime.service import parse_devices
+    from mimic.runtime.api import parse_devices
 
     if (preset is None) == (weights is None):
         raise InputError(f"give --preset or --weights DIR (exactly one; presets: {', '.join(PRESETS)})")

@@ -71,8 +71,8 @@ def _value(v) -> str:
 
 def settings_help(name: str, argv: list[str]) -> str:
     """``[range: 1..1000] [default: 25 with --weights; 8 with --preset tiny; ...]`` for a setting."""
-    from mimic.mimicmotion_ref import config as cfg
-    from mimic.mimicmotion_ref.presets import PRESETS, default_generation  # imports torch: help of run/farm only
+    from mimic.model import config as cfg
+    from mimic.model.presets import PRESETS, default_generation  # imports torch: help of run/farm only
 
     parts = []
     limits = cfg._LIMITS.get(name)
@@ -103,7 +103,7 @@ def settings_help(name: str, argv: list[str]) -> str:
 def _describe(params: list, argv: list[str], rich_markup: bool) -> None:
     """Set each option's help for this rendering: settings get their range and defaults; in rich
     mode the text is escaped, so ``[range: 1..1000]`` shows instead of being read as markup."""
-    from mimic.mimicmotion_ref.config import FLAGS
+    from mimic.model.config import FLAGS
 
     by_flag = {flag: name for name, flag in FLAGS.items()} | _FLAG_ALIASES
     for param in params:

@@ -1,8 +1,8 @@
 """The command line's conventions, in one place (README: "CLI conventions").
 
 * Choices come from their single sources of truth: stage names from ``mimic.spec``, TensorRT
-  targets from ``mimic.engine.gpu``, backends from ``mimic.runtime.service.BACKENDS``, presets from
-  ``mimic.mimicmotion_ref.presets.PRESETS``. The last two modules import torch and diffusers
+  targets from ``mimic.engine.gpu``, backends from ``mimic.runtime.api.BACKENDS``, presets from
+  ``mimic.model.presets.PRESETS``. The last two modules import torch and diffusers
   (seconds), which ``mimic --help`` must not, so their tuple literal is read from the module's
   source instead of importing it (``tests/test_cli_conventions.py`` checks both agree).
 * Sizes are ``WIDTHxHEIGHT`` (as video players and the README say: ``1024x576`` is landscape).
@@ -32,8 +32,8 @@ def source_tuple(module_file: str, name: str) -> tuple[str, ...]:
     raise RuntimeError(f"{module_file} has no top-level tuple of names {name} (the CLI lists its choices)")
 
 
-BACKENDS = source_tuple("runtime/service.py", "BACKENDS")
-PRESETS = source_tuple("mimicmotion_ref/presets.py", "PRESETS")
+BACKENDS = source_tuple("runtime/api.py", "BACKENDS")
+PRESETS = source_tuple("model/presets.py", "PRESETS")
 EXPORT_STAGES = STAGE_NAMES  # the five PyTorch stages
 ENGINE_STAGES = tuple(ALL_STAGES)  # plus the two DWPose models
 
@@ -78,7 +78,7 @@ def parse_size(text: str | None, flag: str) -> tuple[int, int] | None:
     (height, width)."""
     if text is None:
         return None
-    from mimic.engine.command import shape_hw
+    from mimic.engine.build import shape_hw
 
     try:
         return shape_hw(text)

@@ -53,9 +53,9 @@ def build_engines(
     stage: Optional[list[str]] = typer.Option(None, "--stage", metavar="STAGE", help=f"Only these stages (repeatable; default: all): {', '.join(ENGINE_STAGES)}."),
     force: bool = typer.Option(False, "--force", help="Re-export and rebuild even when up to date."),
 ) -> None:
-    from mimic.engine.command import build_engines_command
+    from mimic.engine.build import build_engine_set
 
-    build_engines_command(out, preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, det_model=det_model, pose_model=pose_model,
+    build_engine_set(out, preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, det_model=det_model, pose_model=pose_model,
                           shapes=shapes, window=window, target=target, optimization_level=optimization_level,
                           workspace_gb=workspace_gb if workspace_gb is not None else workspace_gib, timing_cache=timing_cache,
                           use_timing_cache=not no_timing_cache, refittable=refittable, stages=stage or None, force=force,
@@ -88,6 +88,6 @@ def refit_unet(
     preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the comparison with a fresh build (not recommended)."),
 ) -> None:
-    from mimic.engine.command import refit_unet_command
+    from mimic.engine.build import refit_unet_engine
 
-    refit_unet_command(engines, preset=preset, weights=weights, checkpoint=checkpoint, svd=svd, verify=not no_verify)
+    refit_unet_engine(engines, preset=preset, weights=weights, checkpoint=checkpoint, svd=svd, verify=not no_verify)

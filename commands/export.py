@@ -30,8 +30,8 @@ def export_cmd(
     stage: Optional[list[str]] = typer.Option(None, "--stage", metavar="STAGE", help=f"Only these stages (repeatable; default: all): {', '.join(EXPORT_STAGES)}."),
     opset: Optional[int] = typer.Option(None, "--opset", help=f"ONNX opset (default 20). {in_range(18, 20)}"),
 ) -> None:
-    from mimic.export.command import export_command
+    from mimic.export.exporter import export_weight_set
     from mimic.export.onnx_export import DEFAULT_OPSET
 
-    export_command(out, preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, precision=precision, validate=validate,
+    export_weight_set(out, preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, precision=precision, validate=validate,
                    stages=stage or None, opset=opset if opset is not None else DEFAULT_OPSET)

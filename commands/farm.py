@@ -98,10 +98,10 @@ def farm_command(*, jobs_file, address, workers, devices_per_worker, retries, re
     the farm, write the report. Returns the exit code."""
     from mimic.farm.farm import Farm
     from mimic.farm.view import FarmView
-    from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
+    from mimic.model.presets import default_generation, layout_from_options
     from mimic.runtime.inputs import rounded_resolution
     from mimic.runtime.jobs import load_jobs_file, settings_from_file
-    from mimic.runtime.service import RuntimeOptions
+    from mimic.runtime.api import RuntimeOptions
 
     if progress not in ("auto", "none"):
         raise InputError(f"--progress must be auto or none, got {progress!r}")

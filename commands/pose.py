@@ -27,7 +27,7 @@ def pose(
 ) -> None:
     """Run DWPose on a video and save keypoints, scores and frame times to a .npz pose file."""
     from mimic.errors import InputError
-    from mimic.mimicmotion_ref.presets import dwpose_paths
+    from mimic.model.presets import dwpose_paths
     from mimic.pose.extract import pose_command
     from mimic.media.video_reader import probe_video
     from mimic.media.video_writer import check_writable

@@ -103,7 +103,7 @@ def run_command(*, ref, driving, pose, pose_frames, ref_pose, out, jobs_file, co
     number of failed jobs."""
     import torch
 
-    from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
+    from mimic.model.presets import default_generation, layout_from_options
     from mimic.runtime.executor import JobExecutor
     from mimic.runtime.inputs import rounded_resolution
     from mimic.runtime.jobs import build_jobs, settings_from_file
@@ -111,7 +111,7 @@ def run_command(*, ref, driving, pose, pose_frames, ref_pose, out, jobs_file, co
     from mimic.runtime.progress import progress_hooks
     from mimic.runtime.report import add_run_warnings
     from mimic.runtime.memory import preflight
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
 
     options = RuntimeOptions(backend=backend, device=device, precision=precision, onnx_dir=onnx_dir, engines=engines, pad_short=pad, audio=audio)
     file_overrides, config_jobs = settings_from_file(config_file) if config_file else ({}, [])

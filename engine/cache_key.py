@@ -1,4 +1,4 @@
-"""Engine cache keys: sha256 over canonical JSON (reliability.md B3).
+"""Engine cache keys: sha256 over canonical JSON (the design notes on reliability, B3; not in this repository).
 
 The key covers everything that changes the plan:
 

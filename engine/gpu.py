@@ -1,6 +1,6 @@
 """What this machine has: an NVIDIA GPU (probed without ever raising) and which TensorRT.
 
-Rules this module keeps (acceleration.md §7):
+Rules this module keeps (the design notes on acceleration, §7; not in this repository):
 
 - The GPU probe is ``cuda.bindings.runtime.cudaGetDeviceCount()`` (through ``mimic.fingerprint``):
   on a machine without a driver it returns an error tuple instead of raising.

@@ -1,10 +1,10 @@
 """The engine store: one folder of ``<stage>.plan`` + ``<stage>.manifest.json`` pairs.
 
-- Publishing is atomic (reliability.md B4): the old manifest is removed first, the plan is written
+- Publishing is atomic (the design notes on reliability, B4; not in this repository): the old manifest is removed first, the plan is written
   with ``mimic.files.atomic_write_bytes`` (temp file in the same folder, fsync, rename), and the
   manifest (the commit marker) is written the same way *last*. A crash leaves "missing", never "torn".
 - ``lookup(stage, key)`` answers "is an up-to-date engine already here?" (same key, plan intact).
-- ``verify(stage, runtime)`` runs *before* any deserialization (reliability.md B2): manifest vs the
+- ``verify(stage, runtime)`` runs *before* any deserialization (the design notes on reliability, B2; not in this repository): manifest vs the
   running TensorRT flavour/version and GPU, then plan size and sha256. Every failure is an
   ``EngineError`` with one line that says what differs and how to rebuild.
 """
@@ -37,7 +37,7 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-REBUILD_FIELD = "rebuild_args"  # manifest field: the build-engines options that made the engine (engine/command.py)
+REBUILD_FIELD = "rebuild_args"  # manifest field: the build-engines options that made the engine (engine/build.py)
 DATACENTER_SMS = ("9.0", "10.0", "10.3")  # H100/H200, B200/B300: TensorRT-RTX does not target them (README)
 
 

@@ -6,7 +6,7 @@ The one freshness record for exported graphs. ``mimic export`` writes it: the ex
 * ``weights``: sha256 of every weight/config file the stage's graph is made from, by name relative
   to the weights (never an absolute path): ``svd/<sub>/<file>`` and ``checkpoint/<file>``;
 * ``export_code``: a digest of the code that shapes the graphs (``mimic/export``, ``mimic/spec.py``
-  and the model definitions in ``mimic/mimicmotion_ref``);
+  and the model definitions in ``mimic/model``);
 * ``torch``: the exporting torch version.
 
 :func:`up_to_date` answers "which of these stages must be exported again?" for ``mimic
@@ -71,7 +71,7 @@ _memo_cache: dict[str, list] = {}
 
 
 def _memo_path() -> Path:
-    from mimic.mimicmotion_ref.tiny import cache_root
+    from mimic.model.tiny import cache_root
 
     return cache_root() / HASH_MEMO
 
@@ -117,7 +117,7 @@ def export_code_digest() -> str:
     import mimic.export as export_pkg
 
     root = Path(export_pkg.__file__).resolve().parent.parent  # the mimic package
-    files = sorted((*root.joinpath("export").glob("*.py"), root / "spec.py", *root.joinpath("mimicmotion_ref").glob("*.py")))
+    files = sorted((*root.joinpath("export").glob("*.py"), root / "spec.py", *root.joinpath("model").glob("*.py")))
     h = hashlib.sha256()
     for p in files:
         h.update(f"{p.relative_to(root).as_posix()}\0{sha256_file(p)}\n".encode())
@@ -180,7 +180,7 @@ def _graph_intact(folder: Path, entry: Mapping[str, Any]) -> bool:
 def up_to_date(folder: str | Path, layout, stages: Iterable[str], precision: str) -> list[str]:
     """The stages among ``stages`` whose ``precision`` graph in ``folder`` is missing, damaged or
     was made from other weights, export code or torch: the ones to export (again). [] = all fresh."""
-    from mimic.mimicmotion_ref.weights import fetch_svd
+    from mimic.model.weights import fetch_svd
 
     stages = list(stages)
     folder = Path(folder)

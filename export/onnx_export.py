@@ -9,7 +9,7 @@ masks, which SVD never passes, but one more diffusers change would bring it back
 opset-23 ``Attention`` op that TensorRT-RTX rejects when asked for newer opsets, and it stores the
 exporting machine's source paths in node metadata. The legacy exporter tops out at opset 20; 18-20
 are accepted. If a future torch drops it, the dynamo route needs the custom repeat_interleave
-translation (spec acceleration.md section 7) and the metadata stripping below (already generic).
+translation (the design notes on acceleration, section 7) and the metadata stripping below (already generic).
 
 After export the graph is rewritten once, deterministically:
 

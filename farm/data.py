@@ -19,7 +19,7 @@ from pathlib import Path
 from mimic.farm.farm import make_spec
 from mimic.farm.worker import FarmWorker
 from mimic.runtime.jobs import Job
-from mimic.runtime.service import RuntimeOptions
+from mimic.runtime.api import RuntimeOptions
 
 _PATHS = ("reference", "out", "driving", "poses", "pose_frames", "ref_pose")
 _OUT = ("output", "outcome", "error", "exit_code", "frames", "resumed_from_step", "worker")

@@ -36,7 +36,7 @@ from mimic.farm.cluster import Cluster, FarmError, import_ray
 from mimic.farm.worker import FarmWorker, WorkerSpec
 from mimic.runtime.jobs import Job
 from mimic.runtime.pipeline import Hooks
-from mimic.runtime.service import RuntimeOptions
+from mimic.runtime.api import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def make_spec(*, preset: str | None = None, weights: Path | None = None, layout=
     """Resolve weights and settings on the submitting machine (errors surface here, one line)."""
     import torch
 
-    from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
+    from mimic.model.presets import default_generation, layout_from_options
     from mimic.runtime.checkpoint import CheckpointPolicy
 
     CheckpointPolicy(every=checkpoint_every)  # validates the interval

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mimic.errors import MimicError, OutOfMemoryError
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.model.config import GenerationConfig
 from mimic.runtime.jobs import Job
 from mimic.runtime.pipeline import Hooks
-from mimic.runtime.service import RuntimeOptions
+from mimic.runtime.api import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ INTERNAL_ERROR_EXIT = 70  # a bug in mimic (the CLI's code for an unexpected exc
 class WorkerSpec:
     """Everything a worker needs, resolved on the submitting machine (picklable)."""
 
-    layout: Any  # mimic.mimicmotion_ref.weights.WeightsLayout (paths valid on every node)
+    layout: Any  # mimic.model.weights.WeightsLayout (paths valid on every node)
     options: RuntimeOptions
     base_config: GenerationConfig
     checkpoint_every: int = 1
@@ -113,7 +113,7 @@ class FarmWorker:
 
                 from mimic.runtime.checkpoint import checkpoint_policy
                 from mimic.runtime.executor import JobExecutor
-                from mimic.runtime.service import MimicMotion
+                from mimic.runtime.api import MimicMotion
 
                 if self.spec.torch_threads and not self.spec.options.threads:
                     torch.set_num_threads(self.spec.torch_threads)  # Ray sets OMP_NUM_THREADS per actor

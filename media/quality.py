@@ -93,7 +93,7 @@ def flicker_score(frames: np.ndarray, reference: np.ndarray | None = None) -> fl
 def window_boundaries(windows: list[list[int]]) -> list[int]:
     """Output-frame indices (0 = first driving frame) where a new window takes over: the first
     frame past the middle of each overlap of consecutive windows (frame indices in ``windows``
-    count the reference slot as 0, as ``mimicmotion_ref.windows.window_indices`` does)."""
+    count the reference slot as 0, as ``model.windows.window_indices`` does)."""
     out = []
     for prev, nxt in zip(windows, windows[1:]):
         shared = sorted(set(prev[1:]) & set(nxt[1:]))

@@ -14,36 +14,17 @@ import numpy as np
 import torch
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref import preprocess as pre
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.models import RefModels
-from mimic.mimicmotion_ref.scheduler import discard_step_noise, euler_step, make_schedule, scale_model_input
-from mimic.mimicmotion_ref.windows import guidance_scales, tent_weights, tile_noise, window_indices
+from mimic.model import preprocess as pre
+from mimic.model.config import GenerationConfig
+from mimic.model.models import RefModels
+from mimic.model.scheduler import discard_step_noise, euler_step, make_schedule, scale_model_input
+from mimic.model.windows import check_inputs, guidance_scales, tent_weights, tile_noise, window_indices
 
 
 @dataclass(frozen=True)
 class ReferenceResult:
     frames: np.ndarray  # (N, 3, H, W) uint8, the reference slot already dropped
     latents: torch.Tensor  # (1, F, 4, h, w) final denoised latents (before 1/scaling_factor)
-
-
-def check_shapes(reference: np.ndarray, num_frames: int, pose_hw: tuple[int, int], window: int) -> tuple[int, int, int]:
-    """The shapes the released pipeline needs; returns (F, H, W)."""
-    if reference.ndim != 3 or reference.shape[2] != 3 or reference.dtype != np.uint8:
-        raise InputError(f"reference must be uint8 (H, W, 3), got {reference.dtype} {reference.shape}")
-    h, w = reference.shape[:2]
-    if tuple(pose_hw) != (h, w):
-        raise InputError(f"pose images are {pose_hw[0]}x{pose_hw[1]} but the reference is {h}x{w}")
-    if h % 64 or w % 64:
-        raise InputError(f"height and width must be multiples of 64 (the UNet's skips), got {h}x{w}")
-    window_indices(num_frames, window, 0)  # raises the clear F < T error
-    return num_frames, h, w
-
-
-def check_inputs(reference: np.ndarray, poses: np.ndarray, window: int) -> tuple[int, int, int]:
-    if poses.ndim != 4 or poses.shape[1] != 3 or poses.dtype != np.uint8:
-        raise InputError(f"poses must be uint8 (F, 3, H, W), got {poses.dtype} {poses.shape}")
-    return check_shapes(reference, poses.shape[0], poses.shape[2:], window)
 
 
 class MimicMotionReference:

@@ -3,6 +3,6 @@ pre/post-processing (``preprocess``, ``postprocess``), the exact pose drawing (`
 retargeting (``retarget``), the pose sequence of a driving video (``sequence``) and its file format
 (``files``), pose images served per window (``images``) and video pose extraction (``extract``).
 
-The tiny preset's stand-in DWPose ONNX files are made by ``mimic.mimicmotion_ref.tiny_dwpose``;
+The tiny preset's stand-in DWPose ONNX files are made by ``mimic.model.tiny_dwpose``;
 tensor names and shapes come from ``mimic.spec``.
 """

@@ -5,9 +5,9 @@ Attributes are imported on first use so that ``mimic --help`` stays fast.
 from __future__ import annotations
 
 _EXPORTS = {
-    "MimicMotion": "mimic.runtime.service",
-    "RuntimeOptions": "mimic.runtime.service",
-    "JobReport": "mimic.runtime.service",
+    "MimicMotion": "mimic.runtime.api",
+    "RuntimeOptions": "mimic.runtime.api",
+    "JobReport": "mimic.runtime.api",
     "Job": "mimic.runtime.jobs",
     "JobExecutor": "mimic.runtime.executor",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.models import RefModels
+from mimic.model.models import RefModels
 from mimic.runtime.determinism import set_cuda_numerics
 from mimic.spec import StageName as S
 from mimic.spec import TensorName as N

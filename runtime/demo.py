@@ -19,7 +19,7 @@ import numpy as np
 from mimic.media.images import write_png
 from mimic.media.preview import labelled_panels
 from mimic.media.video_writer import check_writable
-from mimic.mimicmotion_ref.preprocess import target_size
+from mimic.model.preprocess import target_size
 from mimic.pose.draw import draw_pose
 from mimic.pose.images import DrawnPoses
 from mimic.runtime.demo_assets import puppet_sample
@@ -27,7 +27,7 @@ from mimic.runtime.inputs import JobInputs, pad_to_window
 from mimic.runtime.jobs import Job
 from mimic.runtime.pipeline import generate
 from mimic.runtime.progress import ProgressHooks
-from mimic.runtime.service import MimicMotion, RuntimeOptions
+from mimic.runtime.api import MimicMotion, RuntimeOptions
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from typing import Protocol
 import torch
 
 from mimic.errors import NumericsError
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.preprocess import pose_pixels
-from mimic.mimicmotion_ref.scheduler import Schedule, SchedulerConfig, make_schedule
-from mimic.mimicmotion_ref.windows import guidance_scales, tent_weights, window_indices
+from mimic.model.config import GenerationConfig
+from mimic.model.preprocess import pose_pixels
+from mimic.model.scheduler import Schedule, SchedulerConfig, make_schedule
+from mimic.model.windows import guidance_scales, tent_weights, window_indices
 from mimic.pose.images import PoseImages
 from mimic.runtime.backend_api import Backend
 from mimic.spec import StageName

@@ -22,7 +22,7 @@ from mimic.runtime.checkpoint import CheckpointPolicy, generate_resumable
 from mimic.runtime.jobs import Job
 from mimic.runtime.pipeline import Hooks, generate
 from mimic.runtime.report import JobReport
-from mimic.runtime.service import MimicMotion
+from mimic.runtime.api import MimicMotion
 
 log = logging.getLogger(__name__)
 

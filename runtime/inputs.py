@@ -20,8 +20,8 @@ from mimic.errors import InputError
 from mimic.media.images import IMAGE_SUFFIXES, read_image
 from mimic.media.video_reader import VideoInfo, iter_sampled_frames, probe_video
 from mimic.media.video_writer import check_writable, foreign_files
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.preprocess import prepare_reference, resize_uint8
+from mimic.model.config import GenerationConfig
+from mimic.model.preprocess import prepare_reference, resize_uint8
 from mimic.pose.draw import draw_pose
 from mimic.pose.extract import detection_warnings, extract_video_poses
 from mimic.pose.files import load_poses

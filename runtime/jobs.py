@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.config import GenerationConfig, check_setting
+from mimic.model.config import GenerationConfig, check_setting
 
 # upstream test.yaml key -> GenerationConfig field
 UPSTREAM_KEYS = {

@@ -48,8 +48,8 @@ from pathlib import Path
 
 from mimic.errors import InputError
 from mimic.export.freshness import SvdFolder
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.preprocess import target_size
+from mimic.model.config import GenerationConfig
+from mimic.model.preprocess import target_size
 
 GB = 1 << 30
 BASE_BYTES = int(1.1 * GB)  # process + torch + onnxruntime + DWPose, measured on the tiny preset
@@ -158,7 +158,7 @@ def preflight(layout, config: GenerationConfig, backend: str, device: str, fp32:
               loaded: bool = False) -> MemoryEstimate:
     """InputError when the job's estimated peak exceeds the memory available now. ``loaded``: the
     backend's weights are already on ``device`` (see the module docstring)."""
-    from mimic.mimicmotion_ref.weights import fetch_svd
+    from mimic.model.weights import fetch_svd
 
     svd_dir = fetch_svd(layout.svd)
     if device.startswith("cuda"):

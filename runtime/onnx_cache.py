@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from mimic.errors import EngineError
-from mimic.mimicmotion_ref.weights import WeightsLayout, fetch_svd
+from mimic.model.weights import WeightsLayout, fetch_svd
 from mimic.spec import STAGE_NAMES, onnx_filename
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def graphs_in(folder: Path, precision: str) -> dict[str, Path]:
 def cache_folder(layout: WeightsLayout) -> Path:
     """The cache folder of a weight set: keyed by where its files are (their contents are the
     freshness record's business)."""
-    from mimic.mimicmotion_ref.tiny import cache_root
+    from mimic.model.tiny import cache_root
 
     where = f"format={CACHE_FORMAT}\n{fetch_svd(layout.svd).resolve()}\n{Path(layout.checkpoint).resolve()}\n"
     return cache_root() / "onnx" / hashlib.sha256(where.encode()).hexdigest()[:20]
@@ -52,7 +52,7 @@ def ensure_onnx_graphs(layout: WeightsLayout, precision: str, onnx_dir: Path | N
         stale = up_to_date(folder, layout, STAGE_NAMES, precision)
         if stale:
             log.info(f"exporting {precision} ONNX graphs into the cache (once per weight set) ...")
-            from mimic.export.command import export_command
+            from mimic.export.exporter import export_weight_set
 
-            export_command(folder, layout=layout, precision=precision, stages=stale)
+            export_weight_set(folder, layout=layout, precision=precision, stages=stale)
     return graphs_in(folder, precision)

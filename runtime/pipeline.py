@@ -29,11 +29,10 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import torch
 
-from mimic.mimicmotion_ref import preprocess as pre
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.model_info import ModelInfo
-from mimic.mimicmotion_ref.pipeline import check_shapes
-from mimic.mimicmotion_ref.windows import tile_noise
+from mimic.model import preprocess as pre
+from mimic.model.config import GenerationConfig
+from mimic.model.model_info import ModelInfo
+from mimic.model.windows import check_shapes, tile_noise
 from mimic.runtime.backend_api import Backend
 from mimic.runtime.decode import decode_frames
 from mimic.runtime.denoise import Conditioning, denoise, plan_denoise

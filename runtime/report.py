@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mimic.files import atomic_write_text
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.model.config import GenerationConfig
 from mimic.runtime.jobs import Job
 
 

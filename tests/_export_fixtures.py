@@ -20,7 +20,7 @@ _CACHE: dict[str, "TinyExport"] = {}
 @dataclass(frozen=True)
 class TinyExport:
     out_dir: Path
-    summary: object  # mimic.export.command.ExportSummary
+    summary: object  # mimic.export.exporter.ExportSummary
     log: tuple[str, ...]
 
     def result(self, stage: str, precision: str):
@@ -54,16 +54,16 @@ def captured_log(name: str = "mimic") -> Iterator[list[str]]:
 def run_tiny_export(layout, tmp_path_factory) -> TinyExport:
     key = str(tmp_path_factory.getbasetemp())
     if key not in _CACHE:
-        from mimic.export.command import export_command
+        from mimic.export.exporter import export_weight_set
 
         out = tmp_path_factory.mktemp("tiny-export")
         with captured_log() as lines:
-            summary = export_command(out, layout=layout, precision="both", validate=True)
+            summary = export_weight_set(out, layout=layout, precision="both", validate=True)
         _CACHE[key] = TinyExport(out_dir=out, summary=summary, log=tuple(lines))
     return _CACHE[key]
 
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_layout, tmp_path_factory) -> TinyExport:
-    """Every stage of the tiny preset exported fp32 + fp16 and validated (``export_command``)."""
+    """Every stage of the tiny preset exported fp32 + fp16 and validated (``export_weight_set``)."""
     return run_tiny_export(tiny_layout, tmp_path_factory)

@@ -39,13 +39,13 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_layout(tiny_cache):
-    from mimic.mimicmotion_ref.tiny import ensure_tiny_weights
+    from mimic.model.tiny import ensure_tiny_weights
 
     return ensure_tiny_weights(tiny_cache)
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tiny_layout):
-    from mimic.mimicmotion_ref.loader import load_reference_models
+    from mimic.model.loader import load_reference_models
 
     return load_reference_models(tiny_layout)

@@ -97,8 +97,8 @@ def count_syncs_per_window(device="cuda", steps: int = 4, num_frames: int = 23, 
     import numpy as np
     import torch
 
-    from mimic.mimicmotion_ref.config import GenerationConfig
-    from mimic.mimicmotion_ref.scheduler import SchedulerConfig
+    from mimic.model.config import GenerationConfig
+    from mimic.model.scheduler import SchedulerConfig
     from mimic.pose.images import ArrayPoses
     from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
 

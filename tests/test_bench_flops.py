@@ -11,7 +11,7 @@ from mimic.benchmarks.flops import (
     vae_decoder_flops,
     vae_encoder_flops,
 )
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.model.config import GenerationConfig
 
 REAL = ModelConfigs.real()
 
@@ -60,7 +60,7 @@ def test_short_clips_are_padded_to_one_window():
 
 
 def test_configs_read_from_a_weights_folder(tiny_layout):
-    from mimic.mimicmotion_ref.weights import fetch_svd
+    from mimic.model.weights import fetch_svd
 
     tiny = ModelConfigs.from_svd_dir(fetch_svd(tiny_layout.svd))
     assert tiny.name == "tiny" and tiny == ModelConfigs.tiny()

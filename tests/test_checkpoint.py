@@ -171,7 +171,7 @@ def test_a_checkpoint_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path
 
 
 def test_job_key_changes_with_inputs_settings_and_weights(tiny_cache, tmp_path, inputs):
-    from mimic.mimicmotion_ref import presets
+    from mimic.model import presets
     from mimic.runtime.checkpoint import job_key
     from mimic.runtime.jobs import Job
     from mimic.runtime.pipeline import Components

@@ -98,7 +98,7 @@ def test_settings_show_range_and_the_chosen_preset_default():
     steps = _row(text, "--steps")
     assert "[range: 1..1000]" in steps and "25 with --weights" in steps and "with --preset tiny" in steps
     tiny = _row(_help(["run", "--preset", "tiny"]), "--steps")
-    from mimic.mimicmotion_ref.presets import default_generation
+    from mimic.model.presets import default_generation
 
     assert f"[default with --preset tiny: {default_generation('tiny').steps}]" in tiny
     assert "released" not in _row(text, "--steps")
@@ -134,17 +134,17 @@ def test_version_is_the_installed_distributions():
 
 
 def test_choices_read_from_source_are_the_real_tuples(tmp_path, monkeypatch):
-    from mimic.mimicmotion_ref.presets import PRESETS
-    from mimic.runtime.service import BACKENDS
+    from mimic.model.presets import PRESETS
+    from mimic.runtime.api import BACKENDS
 
     assert conventions.BACKENDS == BACKENDS and conventions.PRESETS == PRESETS
     with pytest.raises(RuntimeError, match="NOPE"):
-        conventions.source_tuple("runtime/service.py", "NOPE")
+        conventions.source_tuple("runtime/api.py", "NOPE")
 
 
 # ------------------------------------------------------------------------------ sizes, devices
 def test_sizes_are_width_by_height():
-    from mimic.engine.command import shape_hw
+    from mimic.engine.build import shape_hw
 
     assert conventions.parse_size("1024x576", "--size") == (576, 1024)  # (height, width): landscape
     assert shape_hw("landscape-576") == (576, 1024) and shape_hw("576x1024") == (1024, 576)
@@ -185,9 +185,9 @@ def _main(argv) -> tuple[int, str]:
 
 
 def test_export_checks_the_opset_before_loading_weights(tmp_path, monkeypatch):
-    import mimic.export.command as export_command
+    import mimic.export.exporter as export_weight_set
 
-    monkeypatch.setattr(export_command, "resolve_layout", lambda *a, **k: pytest.fail("weights loaded before the opset was checked"))
+    monkeypatch.setattr(export_weight_set, "resolve_layout", lambda *a, **k: pytest.fail("weights loaded before the opset was checked"))
     code, line = _main(["export", "--preset", "tiny", "--out", str(tmp_path / "o"), "--opset", "17"])
     assert code == InputError.exit_code and line.startswith("error: --opset 17 is not supported") and "18, 19, 20" in line
     assert not (tmp_path / "o").exists()
@@ -195,7 +195,7 @@ def test_export_checks_the_opset_before_loading_weights(tmp_path, monkeypatch):
 
 def test_build_engines_checks_compute_capabilities_before_the_export(tmp_path, monkeypatch):
     pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed")
-    import mimic.engine.command as engine_command
+    import mimic.engine.build as engine_command
 
     monkeypatch.setattr(engine_command, "export_onnx", lambda *a, **k: pytest.fail("exported before the options were checked"))
     out = tmp_path / "e"
@@ -207,10 +207,10 @@ def test_build_engines_checks_compute_capabilities_before_the_export(tmp_path, m
 
 
 def test_workspace_option_is_named_in_gib_and_keeps_its_old_name(monkeypatch):
-    import mimic.engine.command as engine_command
+    import mimic.engine.build as engine_command
 
     seen = []
-    monkeypatch.setattr(engine_command, "build_engines_command", lambda out, **kw: seen.append(kw["workspace_gb"]))
+    monkeypatch.setattr(engine_command, "build_engine_set", lambda out, **kw: seen.append(kw["workspace_gb"]))
     for flag in ("--workspace-gib", "--workspace-gb"):
         assert RUNNER.invoke(cli.app, ["build-engines", "--preset", "tiny", "--out", "x", flag, "4"]).exit_code == 0
     assert seen == [4.0, 4.0]
@@ -227,10 +227,10 @@ def _backticked(message: str) -> str:
 def test_rebuild_hint_carries_the_build_options_and_parses(tmp_path, monkeypatch):
     """A plan made by `build-engines --preset tiny --target tensorrt-rtx ...` goes bad: the error's
     command, pasted into mimic, runs build-engines with those same options."""
-    from mimic.engine.command import rebuild_args
+    from mimic.engine.build import rebuild_args
     from mimic.engine.gpu import RuntimeInfo, TrtInfo
     from mimic.engine.store import REBUILD_FIELD, EngineStore
-    import mimic.engine.command as engine_command
+    import mimic.engine.build as engine_command
 
     store = EngineStore(tmp_path / "engines")
     args = rebuild_args(preset="tiny", weights=None, svd=None, checkpoint=None, det_model=None, pose_model=None, shapes=None, window=16,
@@ -245,7 +245,7 @@ def test_rebuild_hint_carries_the_build_options_and_parses(tmp_path, monkeypatch
     assert command.startswith(f"mimic build-engines --out {store.root} ")
 
     seen = {}
-    monkeypatch.setattr(engine_command, "build_engines_command", lambda out, **kw: seen.update(kw, out=out))
+    monkeypatch.setattr(engine_command, "build_engine_set", lambda out, **kw: seen.update(kw, out=out))
     result = RUNNER.invoke(cli.app, shlex.split(command)[1:])  # pasted (without the program name)
     assert result.exit_code == 0, result.output
     assert (seen["out"], seen["preset"], seen["target"], seen["window"], seen["optimization_level"], seen["workspace_gb"],
@@ -258,7 +258,7 @@ def test_foreign_gpu_hint_targets_this_gpu(tmp_path, monkeypatch, gpu_cc, target
     consumer GPU, full TensorRT for a data-centre one, which TensorRT-RTX does not target)."""
     from mimic.engine.gpu import GpuInfo, RuntimeInfo, TrtInfo
     from mimic.engine.store import REBUILD_FIELD, EngineStore
-    import mimic.engine.command as engine_command
+    import mimic.engine.build as engine_command
 
     store = EngineStore(tmp_path / "engines")
     args = ["--preset", "tiny", "--window", "16", "--target", "tensorrt-rtx", "--compute-capability", "8.6"]
@@ -267,7 +267,7 @@ def test_foreign_gpu_hint_targets_this_gpu(tmp_path, monkeypatch, gpu_cc, target
     with pytest.raises(EngineError, match="not among the plan's targets") as err:
         store.verify("unet", RuntimeInfo(TrtInfo("tensorrt-rtx", "tensorrt_rtx", "1.7"), GpuInfo(0, "GPU", gpu_cc, 1 << 34)))
     seen = {}
-    monkeypatch.setattr(engine_command, "build_engines_command", lambda out, **kw: seen.update(kw))
+    monkeypatch.setattr(engine_command, "build_engine_set", lambda out, **kw: seen.update(kw))
     assert RUNNER.invoke(cli.app, shlex.split(_backticked(str(err.value)))[1:]).exit_code == 0
     assert (seen["preset"], seen["target"], seen["compute_capabilities"]) == ("tiny", target, sms)
 
@@ -277,7 +277,7 @@ def test_gated_repo_hint_names_a_command_that_exists(monkeypatch):
     from huggingface_hub.errors import GatedRepoError
 
     from mimic.errors import WeightsError
-    from mimic.mimicmotion_ref.weights import fetch_svd
+    from mimic.model.weights import fetch_svd
 
     def gated(*a, **k):
         raise GatedRepoError.__new__(GatedRepoError)
@@ -355,7 +355,7 @@ def test_run_report_lists_the_printed_rounding_warning(tmp_path):
     from mimic.runtime.report import add_run_warnings, write_report
     from mimic.runtime.jobs import Job
     from mimic.runtime.report import JobReport
-    from mimic.mimicmotion_ref.config import GenerationConfig
+    from mimic.model.config import GenerationConfig
     from mimic.runtime.inputs import rounded_resolution
 
     resolution, warning = rounded_resolution(100)

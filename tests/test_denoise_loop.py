@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.scheduler import SchedulerConfig
+from mimic.model.config import GenerationConfig
+from mimic.model.scheduler import SchedulerConfig
 from mimic.pose.images import ArrayPoses
 from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
 from mimic.spec import StageName

@@ -9,7 +9,7 @@ import pytest
 from mimic.errors import EngineError, InputError, WeightsError
 from mimic.media.video_reader import iter_sampled_frames
 from mimic.media.video_writer import write_rgb_video
-from mimic.mimicmotion_ref.tiny_dwpose import planted_detector, planted_pose, save_model, write_tiny_dwpose
+from mimic.model.tiny_dwpose import planted_detector, planted_pose, save_model, write_tiny_dwpose
 from mimic.pose.detector import DWPoseDetector, OnnxModel, select_providers
 from mimic.pose.extract import extract_video_poses, pose_command
 from mimic.pose.files import load_poses, save_poses

@@ -9,7 +9,7 @@ import pytest
 from mimic.pose.detector import DWPoseDetector
 from mimic.pose.postprocess import decode_simcc, decode_yolox, nms, yolox_anchor_grid
 from mimic.pose.preprocess import POSE_MEAN, POSE_STD, box_center_scale, crop_warp_matrix, letterbox
-from mimic.mimicmotion_ref.tiny_dwpose import planted_detector, planted_pose, save_model
+from mimic.model.tiny_dwpose import planted_detector, planted_pose, save_model
 
 # OpenPose-18 body index -> COCO-WholeBody index, from the joint names (None = neck).
 OPENPOSE_FROM_COCO = {0: 0, 1: None, 2: 6, 3: 8, 4: 10, 5: 5, 6: 7, 7: 9, 8: 12, 9: 14, 10: 16,

@@ -18,7 +18,7 @@ import typer
 from typer.testing import CliRunner
 
 from mimic.commands import engines as engine_commands
-from mimic.engine.command import hw_sizes, parse_shapes, profile_set_of
+from mimic.engine.build import hw_sizes, parse_shapes, profile_set_of
 from mimic.engine.gpu import gpu_available, trt_info
 from mimic.errors import EngineError, InputError, MimicError
 from mimic.logs import setup_cli_logging

@@ -56,11 +56,11 @@ def target() -> str:
 
 @pytest.fixture(scope="module")
 def engines(tiny_cache, tmp_path_factory, target) -> Path:
-    from mimic.engine.command import build_engines_command
+    from mimic.engine.build import build_engine_set
 
     needs_tiny_preset()
     out = tmp_path_factory.mktemp("gpu-engines")
-    build_engines_command(out, preset="tiny", target=target, stages=TINY_STAGES, workspace_gb=2)
+    build_engine_set(out, preset="tiny", target=target, stages=TINY_STAGES, workspace_gb=2)
     return out
 
 
@@ -321,12 +321,12 @@ def test_polygraphy_trt_runner_agrees_with_ours(engines, target):
 
 @pytest.fixture(scope="module")
 def pipeline_engines(tiny_cache, tmp_path_factory, target) -> Path:
-    from mimic.engine.command import build_engines_command
+    from mimic.engine.build import build_engine_set
     from mimic.spec import STAGE_NAMES
 
     needs_tiny_preset()
     out = tmp_path_factory.mktemp("gpu-pipeline-engines")
-    build_engines_command(out, preset="tiny", target=target, stages=list(STAGE_NAMES), workspace_gb=2)
+    build_engine_set(out, preset="tiny", target=target, stages=list(STAGE_NAMES), workspace_gb=2)
     return out
 
 
@@ -335,7 +335,7 @@ def test_executor_overlap_on_tensorrt_is_byte_identical_to_sequential(pipeline_e
     frames as the same jobs one after the other."""
     from gpu_helpers import pose_frame_jobs, read_png_frames
     from mimic.runtime.executor import JobExecutor
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
 
     jobs = {mode: pose_frame_jobs(tmp_path / mode, 3) for mode in ("sequential", "overlap")}
     with MimicMotion.from_preset("tiny", RuntimeOptions(backend="tensorrt", engines=pipeline_engines, device="cuda")) as mm:
@@ -374,22 +374,22 @@ def test_foreign_gpu_in_manifest_refused_before_deserialize(engines, tmp_path, m
 
 def test_refit_swaps_checkpoint_without_rebuild(tiny_cache, tmp_path, target):
     """Build the UNet refittable from checkpoint A, refit with checkpoint B, compare with a fresh B build."""
-    from mimic.engine.command import build_engines_command
+    from mimic.engine.build import build_engine_set
     from mimic.engine.refit import swap_weights
     from mimic.runtime.backend_trt import TensorRTBackend
-    from mimic.export.command import export_command
-    from mimic.mimicmotion_ref.tiny import write_tiny_weights
+    from mimic.export.exporter import export_weight_set
+    from mimic.model.tiny import write_tiny_weights
 
     needs_tiny_preset()
     out = tmp_path / "refit"
-    build_engines_command(out, preset="tiny", target=target, stages=["unet"], refittable=True)
+    build_engine_set(out, preset="tiny", target=target, stages=["unet"], refittable=True)
     feeds = opt_feeds(out, "unet")
     a = TensorRTBackend(out, stages=["unet"])
     before = a.run("unet", feeds)["noise_pred"].float().clone()
     a.close()
 
     other = write_tiny_weights(tmp_path / "weights-b", seed=12345)  # same architecture, other values
-    new_onnx = export_command(tmp_path / "onnx-b", layout=other, precision="fp16", stages=["unet"]).results[0].path
+    new_onnx = export_weight_set(tmp_path / "onnx-b", layout=other, precision="fp16", stages=["unet"]).results[0].path
     manifest = swap_weights(out, new_onnx, "unet", verify=True)
     assert manifest["refit"]["verified_max_rel"] <= 1e-2
 

@@ -35,10 +35,10 @@ def test_options_round_trip_through_a_manifest():
 @pytest.mark.skipif(gpu_available(), reason="checks the no-GPU messages")
 def test_gpu_only_paths_fail_cleanly_on_cpu(tmp_path):
     pytest.importorskip("tensorrt_rtx")
-    from mimic.engine.command import build_engines_command
+    from mimic.engine.build import build_engine_set
 
     with pytest.raises(EngineError, match="needs an NVIDIA GPU"):
         swap_weights(tmp_path, tmp_path / "unet.onnx")
     with pytest.raises(EngineError, match="refittable TensorRT-RTX builds need a GPU"):
-        build_engines_command(tmp_path / "out", preset="tiny", target="tensorrt-rtx", refittable=True, stages=["unet"])
+        build_engine_set(tmp_path / "out", preset="tiny", target="tensorrt-rtx", refittable=True, stages=["unet"])
     assert not (tmp_path / "out").exists()

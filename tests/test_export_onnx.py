@@ -146,7 +146,7 @@ def test_manifest(tiny_export):
             assert set(source) == {"weights", "export_code", "torch"} and source["weights"]
             assert all(name.startswith(("svd/", "checkpoint/")) for name in source["weights"])
     assert (tiny_export.out_dir / "model_info.json").is_file()
-    from mimic.export.command import read_manifest
+    from mimic.export.exporter import read_manifest
 
     dims, _ = read_manifest(tiny_export.out_dir)
     assert dims.embed_dim == 32 and dims.profile_set == "tiny"
@@ -159,7 +159,7 @@ def test_freshness_record(tiny_export, tiny_layout, tmp_path):
     import shutil
 
     from mimic.export import freshness
-    from mimic.mimicmotion_ref.tiny import write_tiny_weights
+    from mimic.model.tiny import write_tiny_weights
 
     assert freshness.up_to_date(tiny_export.out_dir, tiny_layout, STAGES, "fp16") == []
     assert freshness.up_to_date(tiny_export.out_dir, tiny_layout, ["unet", "pose_net"], "fp32") == []

@@ -238,7 +238,7 @@ def _opt_max(stage):
 def test_full_size_unet_shape_plumbing_on_meta():
     """The 1.5 B-parameter MimicMotion UNet, fp16 with fp32 norms, at the real profile's opt and max
     (2 x 72 frames, 1024x576 and 1024x1024): shapes only, no memory, no compute."""
-    from mimic.mimicmotion_ref.unet import PoseUNet
+    from mimic.model.unet import PoseUNet
 
     unet = _on_meta(lambda: PoseUNet.from_config(SVD_UNET))
     dims = dims_from_module("unet", unet)
@@ -251,7 +251,7 @@ def test_full_size_vae_clip_posenet_shape_plumbing_on_meta():
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from mimic.mimicmotion_ref.pose_net import PoseNet
+    from mimic.model.pose_net import PoseNet
 
     vae = _on_meta(lambda: AutoencoderKLTemporalDecoder.from_config(SVD_VAE))
     _check_meta("vae_encoder", vae, _opt_max("vae_encoder"), REAL)

@@ -153,7 +153,7 @@ def test_killed_worker_is_replaced_and_its_job_resumes_identically_while_bad_inp
 
     from mimic.farm import Farm
     from mimic.runtime.jobs import Job
-    from mimic.runtime.service import RuntimeOptions
+    from mimic.runtime.api import RuntimeOptions
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hooks travel to the workers
     ref, video, short = inputs
@@ -213,7 +213,7 @@ def test_ctrl_c_cancels_the_farm_cleanly_and_keeps_checkpoints(tiny_cache, input
 def test_ray_data_callable_renders_rows_like_the_cli(tiny_cache, sequential, inputs, tmp_path):
     """The Ray Data callable, called as map_batches would call it (one batch of rows)."""
     from mimic.farm import RenderBatch
-    from mimic.runtime.service import RuntimeOptions
+    from mimic.runtime.api import RuntimeOptions
 
     ref, video, _ = inputs
     settings = {"steps": 2, "window": 6, "overlap": 2, "resolution": 128, "sample_stride": 1}

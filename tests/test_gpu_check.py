@@ -82,8 +82,8 @@ def test_killed_mid_way_keeps_the_finished_steps(tmp_path):
     assert [r["step"] for r in lines] == ["facts", "streams", "sdpa", "unet16"]
     facts = lines[0]
     assert facts["step"] == "facts" and facts["figures"]["packages"]["diffusers"] is not None
-    assert facts["figures"]["mimic_imports"]["mimic.runtime.service"] == "ok"  # imports without av on the image
-    assert facts["figures"]["mimic_imports"]["mimic.mimicmotion_ref.unet"].startswith("ModuleNotFoundError")
+    assert facts["figures"]["mimic_imports"]["mimic.runtime.api"] == "ok"  # imports without av on the image
+    assert facts["figures"]["mimic_imports"]["mimic.model.unet"].startswith("ModuleNotFoundError")
     assert not (out / "gpu_check.md").exists()
     rebuilt = subprocess.run([sys.executable, str(SCRIPT), "--report", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert rebuilt.returncode == 0 and "| facts |" in (out / "gpu_check.md").read_text()
@@ -144,7 +144,7 @@ def test_measuring_steps_run_on_a_fake_device(monkeypatch, tmp_path):
         pytest.skip("needs diffusers")
     gc = _load()
     from mimic.benchmarks import flops
-    from mimic.mimicmotion_ref import tiny
+    from mimic.model import tiny
 
     class Event:
         def __init__(self, **_):

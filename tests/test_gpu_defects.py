@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.scheduler import SchedulerConfig
+from mimic.model.config import GenerationConfig
+from mimic.model.scheduler import SchedulerConfig
 from mimic.pose.images import ArrayPoses
 from mimic.runtime import decode as decode_mod
 from mimic.runtime import determinism, parallel

@@ -12,7 +12,7 @@ import torch
 
 from mimic import ort_session
 from mimic.errors import EngineError, InputError
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.model.config import GenerationConfig
 from mimic.runtime import memory
 from mimic.runtime.memory import GB
 
@@ -29,14 +29,14 @@ def _warnings(caplog, text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_dwpose(tmp_path_factory):
-    from mimic.mimicmotion_ref.tiny_dwpose import write_tiny_dwpose
+    from mimic.model.tiny_dwpose import write_tiny_dwpose
 
     return write_tiny_dwpose(tmp_path_factory.mktemp("dwpose"))
 
 
 def test_dwpose_runs_on_the_cpu_with_one_warning_when_onnxruntime_has_no_cuda(tiny_dwpose, monkeypatch, caplog):
     from mimic.pose import detector as module
-    from mimic.runtime.service import MimicMotion
+    from mimic.runtime.api import MimicMotion
 
     monkeypatch.setattr(ort_session, "cuda_available", lambda: False)
     monkeypatch.setattr(module, "_warned_cpu_fallback", False)
@@ -167,7 +167,7 @@ def svd_configs(tmp_path, monkeypatch):
     """A layout whose SVD folder holds only the real configs; the weights counted as SVD_WEIGHTS."""
     import json
 
-    from mimic.mimicmotion_ref import weights
+    from mimic.model import weights
 
     for sub, cfg in (("unet", SVD_UNET), ("vae", SVD_VAE)):
         (tmp_path / sub).mkdir()

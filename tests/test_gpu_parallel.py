@@ -40,7 +40,7 @@ def test_torch_cuda_workers_render_the_same_frames(devices, tiny_cache, tmp_path
     from dataclasses import replace
 
     from gpu_helpers import pose_frame_jobs, read_png_frames
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
 
     job = pose_frame_jobs(tmp_path, 1)[0]
     with MimicMotion.from_preset("tiny", RuntimeOptions(backend="torch", device=",".join(devices))) as mm:

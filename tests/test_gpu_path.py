@@ -35,7 +35,7 @@ def _needs(*modules: str) -> None:
 @pytest.fixture(scope="module")
 def cuda_models(request):
     _needs("diffusers", "transformers")  # before the tiny preset is made (it needs both)
-    from mimic.mimicmotion_ref.loader import load_reference_models
+    from mimic.model.loader import load_reference_models
 
     return load_reference_models(request.getfixturevalue("tiny_layout"), torch.device("cuda"), torch.float16)
 
@@ -104,7 +104,7 @@ def test_torch_cuda_job_matches_cpu_reference_closely(tiny_cache, tmp_path, reco
     frames must be finite and on average within 8/255 (fp16 over 2 steps of a tiny random model)."""
     _needs("diffusers", "transformers")
     from gpu_helpers import cpu_noise_everywhere, pose_frame_jobs, read_png_frames
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
 
     cpu_noise_everywhere(monkeypatch)
 
@@ -124,7 +124,7 @@ def test_executor_overlap_on_torch_cuda_is_byte_identical_to_sequential(tiny_cac
     _needs("diffusers", "transformers")
     from gpu_helpers import pose_frame_jobs, read_png_frames
     from mimic.runtime.executor import JobExecutor
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
 
     jobs = {mode: pose_frame_jobs(tmp_path / mode, 3) for mode in ("sequential", "overlap")}
     with MimicMotion.from_preset("tiny", RuntimeOptions(backend="torch", device="cuda")) as mm:
@@ -138,7 +138,7 @@ def test_executor_overlap_on_torch_cuda_is_byte_identical_to_sequential(tiny_cac
 def test_pinned_pose_cache_and_device_decode_keep_results(cuda_models, ref_models):
     """Budget 0 on the device with a pinned host cache (uploads per use) gives the same latents as
     the device cache; frames become uint8 on the device."""
-    from mimic.mimicmotion_ref.config import GenerationConfig
+    from mimic.model.config import GenerationConfig
     from mimic.pose.images import ArrayPoses
     from mimic.runtime.backend_torch import TorchBackend
     from mimic.runtime.denoise import Conditioning, denoise, plan_denoise

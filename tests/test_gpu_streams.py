@@ -108,8 +108,8 @@ def test_parallel_denoise_on_one_gpu_twice_equals_one_worker():
     """Two workers on ``cuda:0`` with index tensors on the device: the same bits as one worker."""
     from gpu_helpers import TorchFakeBackend
 
-    from mimic.mimicmotion_ref.config import GenerationConfig
-    from mimic.mimicmotion_ref.scheduler import SchedulerConfig
+    from mimic.model.config import GenerationConfig
+    from mimic.model.scheduler import SchedulerConfig
     from mimic.pose.images import ArrayPoses
     from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
     from mimic.runtime.parallel import denoise_parallel

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Bottom to top. A module may import its own package and anything in a lower layer, nothing higher.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("mimic", "mimic.errors", "mimic.files", "mimic.logs", "mimic.spec", "mimic.fingerprint", "mimic.ort_session"),
-    ("mimic.mimicmotion_ref",),
+    ("mimic.model",),
+    ("mimic.mimicmotion_ref",),  # the reference pipeline: tests and benchmarks compare against it
     ("mimic.media",),
     ("mimic.pose",),
     ("mimic.toy",),

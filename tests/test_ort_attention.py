@@ -77,7 +77,7 @@ def test_full_size_cfg_pair_fits_an_80gb_gpu_only_fused():
     assert unfused == 2 * 72 * 5 * 9216**2 * 2 and round(unfused / GB, 1) == 122.3
     assert unfused > H100
 
-    from mimic.mimicmotion_ref.unet import PoseUNet
+    from mimic.model.unet import PoseUNet
 
     with torch.device("meta"):
         model = PoseUNet.from_config(dict(REAL_UNET_CONFIG))

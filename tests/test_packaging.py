@@ -25,7 +25,7 @@ def test_wheel_exposes_only_the_mimic_namespace(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names}
     assert top == {"mimic", next(t for t in top if t.endswith(".dist-info"))}
-    for sub in ("mimic/runtime/service.py", "mimic/runtime/pipeline.py", "mimic/engine/store.py", "mimic/spec.py", "mimic/files.py", "mimic/media/video_writer.py",
+    for sub in ("mimic/runtime/api.py", "mimic/runtime/pipeline.py", "mimic/engine/store.py", "mimic/spec.py", "mimic/files.py", "mimic/media/video_writer.py",
                 "mimic/pose/detector.py", "mimic/mimicmotion_ref/pipeline.py", "mimic/cli.py", "mimic/commands/run.py", "mimic/benchmarks/__init__.py"):
         assert sub in names
     assert not any(n.startswith("mimic/tests/") for n in names)

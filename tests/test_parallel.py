@@ -10,13 +10,13 @@ import torch
 
 from _runtime_helpers import SMALL_ARGS, make_inputs, run_cli
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.scheduler import SchedulerConfig
+from mimic.model.config import GenerationConfig
+from mimic.model.scheduler import SchedulerConfig
 from mimic.pose.images import ArrayPoses
 from mimic.runtime import parallel
 from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
 from mimic.runtime.parallel import assign_windows, decode_parallel, denoise_parallel, plan_shares
-from mimic.runtime.service import RuntimeOptions
+from mimic.runtime.api import RuntimeOptions
 from mimic.spec import StageName
 from mimic.spec import TensorName as N
 
@@ -206,13 +206,13 @@ def test_torch_backend_on_two_workers_renders_the_same_frames():
     """The torch backend (modules shared by the two CPU workers) through the one pipeline."""
     from dataclasses import replace
 
-    from mimic.mimicmotion_ref.preprocess import target_size
+    from mimic.model.preprocess import target_size
     from mimic.pose.draw import draw_pose
     from mimic.pose.images import DrawnPoses
     from mimic.runtime.demo_assets import synthetic_poses, synthetic_reference
     from mimic.runtime.inputs import JobInputs, pad_to_window
     from mimic.runtime.pipeline import FrameCollector, generate, in_memory_job
-    from mimic.runtime.service import MimicMotion
+    from mimic.runtime.api import MimicMotion
 
     with MimicMotion.from_preset("tiny", RuntimeOptions(backend="torch", device="cpu,cpu")) as mm:
         config = mm.base_config.with_overrides(steps=2, window=6, overlap=2, resolution=128)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from mimic.media import quality as qm
-from mimic.mimicmotion_ref.windows import window_indices
+from mimic.model.windows import window_indices
 
 
 def _video(n=12, h=24, w=16, seed=0):

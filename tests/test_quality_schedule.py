@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.scheduler import SchedulerConfig, make_schedule
+from mimic.model.config import GenerationConfig
+from mimic.model.scheduler import SchedulerConfig, make_schedule
 from mimic.runtime.denoise import plan_denoise
 
 PUBLISHED = [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002]

@@ -26,7 +26,7 @@ def test_readme_has_python_examples():
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_block_runs(index, tiny_cache, tmp_path, monkeypatch):
     """The code runs unchanged; only the tiny preset's defaults shrink (2 steps, 128 px) for speed."""
-    from mimic.mimicmotion_ref import presets
+    from mimic.model import presets
 
     quick = presets.TINY_GENERATION.with_overrides(steps=2, resolution=128, window=6, overlap=2)
     monkeypatch.setattr(presets, "TINY_GENERATION", quick)

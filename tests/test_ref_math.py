@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref import preprocess as pre
-from mimic.mimicmotion_ref.scheduler import (
+from mimic.model import preprocess as pre
+from mimic.model.scheduler import (
     SchedulerConfig,
     discard_step_noise,
     euler_step,
@@ -13,8 +13,8 @@ from mimic.mimicmotion_ref.scheduler import (
     scale_model_input,
     sigma_table,
 )
-from mimic.mimicmotion_ref.tiny import SCHEDULER_CONFIG
-from mimic.mimicmotion_ref.windows import guidance_scales, tent_weights, tile_noise, window_indices
+from mimic.model.tiny import SCHEDULER_CONFIG
+from mimic.model.windows import guidance_scales, tent_weights, tile_noise, window_indices
 
 # spec 3.5 (sigma, t, c_in), written out there independently of this code
 SPEC_TABLE = [

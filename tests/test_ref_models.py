@@ -7,13 +7,13 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 
 from mimic.errors import InputError, WeightsError
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.loader import load_reference_models
+from mimic.model.config import GenerationConfig
+from mimic.model.loader import load_reference_models
 from mimic.mimicmotion_ref.pipeline import MimicMotionReference
-from mimic.mimicmotion_ref.pose_net import PoseNet
-from mimic.mimicmotion_ref.tiny import UNET_CONFIG
-from mimic.mimicmotion_ref.unet import PoseUNet
-from mimic.mimicmotion_ref.weights import resolve_weights
+from mimic.model.pose_net import PoseNet
+from mimic.model.tiny import UNET_CONFIG
+from mimic.model.unet import PoseUNet
+from mimic.model.weights import resolve_weights
 
 SMALL = GenerationConfig(resolution=128, window=6, overlap=2, steps=3, guidance_min=1.5, guidance_max=2.5, decode_chunk=4)
 
@@ -142,7 +142,7 @@ def test_missing_weights_dir_and_checkpoint(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         resolve_weights(tmp_path / "nope")
     with pytest.raises(WeightsError, match="MimicMotion checkpoint .* does not exist"):
-        from mimic.mimicmotion_ref.weights import load_checkpoint
+        from mimic.model.weights import load_checkpoint
 
         load_checkpoint(tmp_path / "MimicMotion_1-1.pth")
 

@@ -252,7 +252,7 @@ def test_sigterm_cleans_up_and_says_so(tiny_cache, tmp_path, inputs):
 
 def test_memory_preflight_refuses_what_cannot_fit(tiny_cache, tiny_layout):
     from mimic.errors import InputError
-    from mimic.mimicmotion_ref.config import GenerationConfig
+    from mimic.model.config import GenerationConfig
     from mimic.runtime.memory import GB, preflight
 
     cfg = GenerationConfig(resolution=384, window=4, overlap=1, steps=1)
@@ -277,8 +277,8 @@ def test_a_job_too_big_for_this_machine_is_refused_before_loading(tiny_cache, tm
 @pytest.mark.slow  # two renders at 256 and 384 px (~1 min, 6 GB)
 @pytest.mark.parametrize("resolution", [256, 384])
 def test_memory_estimate_is_within_25_percent_of_the_measured_peak(resolution, tiny_cache, tiny_layout, tmp_path, inputs):
-    from mimic.mimicmotion_ref.config import GenerationConfig
-    from mimic.mimicmotion_ref.weights import fetch_svd
+    from mimic.model.config import GenerationConfig
+    from mimic.model.weights import fetch_svd
     from mimic.runtime.memory import estimate_job_memory
 
     ref, video = inputs

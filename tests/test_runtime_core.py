@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from mimic.errors import NumericsError
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.model.config import GenerationConfig
 from mimic.mimicmotion_ref.pipeline import MimicMotionReference
-from mimic.mimicmotion_ref.model_info import ModelInfo
+from mimic.model.model_info import ModelInfo
 from mimic.pose.images import as_pose_images
 from mimic.runtime.backend_torch import TorchBackend
 from mimic.runtime.inputs import JobInputs

@@ -6,13 +6,13 @@ allocations, so it could not fail when frames were held."""
 import numpy as np
 import torch
 
-from mimic.mimicmotion_ref.model_info import ModelInfo
+from mimic.model.model_info import ModelInfo
 from mimic.pose.images import ArrayPoses, DrawnPoses
 from mimic.runtime.backend_torch import TorchBackend
 from mimic.runtime.demo_assets import synthetic_poses
 from mimic.runtime.inputs import JobInputs
 from mimic.runtime.pipeline import Components, generate, in_memory_job
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.model.config import GenerationConfig
 from mimic.spec import StageName
 
 

@@ -10,7 +10,7 @@ import torch
 from _runtime_helpers import one_torch_thread
 from safetensors import safe_open
 
-from mimic.mimicmotion_ref.weights import CHECKPOINT_NAMES, SVD_SUBDIR
+from mimic.model.weights import CHECKPOINT_NAMES, SVD_SUBDIR
 from mimic.toy.configs import TOY_HW, WEIGHTS_DIR
 
 MAX_BYTES = 8 * 1024 * 1024
@@ -33,8 +33,8 @@ def test_the_committed_weights_are_the_released_formats_within_8_mb():
 
 
 def test_the_toy_preset_resolves_to_the_committed_files_and_its_defaults():
-    from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
-    from mimic.mimicmotion_ref.preprocess import target_size
+    from mimic.model.presets import default_generation, layout_from_options
+    from mimic.model.preprocess import target_size
 
     layout = layout_from_options(preset="toy")
     assert layout.checkpoint == WEIGHTS_DIR / CHECKPOINT_NAMES[0] and layout.svd == str(WEIGHTS_DIR / SVD_SUBDIR)
@@ -52,7 +52,7 @@ def toy_render():
     from mimic.runtime.demo_assets import puppet_sample
     from mimic.runtime.inputs import JobInputs
     from mimic.runtime.pipeline import FrameCollector, generate, in_memory_job
-    from mimic.runtime.service import MimicMotion, RuntimeOptions
+    from mimic.runtime.api import MimicMotion, RuntimeOptions
 
     sample = puppet_sample(TOY_HW, FRAMES)
     h, w = TOY_HW

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mimic.mimicmotion_ref.tiny import CLIP_CONFIG, FEATURE_EXTRACTOR_CONFIG, MODEL_INDEX, SCHEDULER_CONFIG, UNET_CONFIG, VAE_CONFIG
-from mimic.mimicmotion_ref.toy_preset import TOY_GENERATION, WEIGHTS_DIR  # noqa: F401  (defined once, below the toy layer)
+from mimic.model.tiny import CLIP_CONFIG, FEATURE_EXTRACTOR_CONFIG, MODEL_INDEX, SCHEDULER_CONFIG, UNET_CONFIG, VAE_CONFIG
+from mimic.model.toy_preset import TOY_GENERATION, WEIGHTS_DIR  # noqa: F401  (defined once, below the toy layer)
 
 TRAIN_LOG = Path(__file__).resolve().parent / "train_log.csv"
 TRAIN_SUMMARY = Path(__file__).resolve().parent / "train_summary.json"

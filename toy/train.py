@@ -177,7 +177,7 @@ def tiny_clip():
 
 @torch.no_grad()
 def clip_embeds(clip, refs: list[np.ndarray]) -> torch.Tensor:
-    from mimic.mimicmotion_ref import preprocess as pre
+    from mimic.model import preprocess as pre
 
     fe = C.TOY_FEATURE_EXTRACTOR_CONFIG
     return torch.cat([clip(pre.clip_pixels(r, fe["image_mean"], fe["image_std"])).image_embeds for r in refs]).unsqueeze(1)  # (clips, 1, D)
@@ -188,8 +188,8 @@ def v_target(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor) -> torch.
 
 
 def train_unet(cfg: TrainConfig, data: Data, latents: torch.Tensor, embeds: torch.Tensor, scaling: float, log: CsvLog, rng: np.random.Generator):
-    from mimic.mimicmotion_ref.pose_net import PoseNet
-    from mimic.mimicmotion_ref.unet import PoseUNet
+    from mimic.model.pose_net import PoseNet
+    from mimic.model.unet import PoseUNet
 
     torch.manual_seed(cfg.seed + 1)
     unet = PoseUNet.from_config(C.TOY_UNET_CONFIG)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from mimic.mimicmotion_ref.weights import CHECKPOINT_NAMES, SVD_SUBDIR
+from mimic.model.weights import CHECKPOINT_NAMES, SVD_SUBDIR
 from mimic.toy import configs as C
 
 

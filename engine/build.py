@@ -118,9 +118,9 @@ def build_stage_names(stages: Iterable[str] | None = None) -> tuple[str, ...]:
 def export_onnx(layout, onnx_dir: Path, stages: Sequence[str], force: bool) -> tuple[dict[str, Path], ModelDims]:
     """FP16 ONNX for the exportable ``stages``; a stage is re-exported unless the export manifest
     in ``onnx_dir`` records that the same weights and export code made its graph."""
-    from mimic.export.command import export_command, read_manifest
-    from mimic.mimicmotion_ref.model_info import ModelInfo
-    from mimic.mimicmotion_ref.weights import fetch_svd
+    from mimic.export.exporter import export_weight_set, read_manifest
+    from mimic.model.model_info import ModelInfo
+    from mimic.model.weights import fetch_svd
 
     svd_dir = fetch_svd(layout.svd)
     paths = {s: onnx_dir / onnx_filename(s, EXPORT_PRECISION) for s in stages}
@@ -131,7 +131,7 @@ def export_onnx(layout, onnx_dir: Path, stages: Sequence[str], force: bool) -> t
             if not todo:
                 log.info(f"ONNX: {len(paths)} fp16 graph(s) in {onnx_dir} are up to date (same weights and export code)")
             else:
-                export_command(onnx_dir, layout=layout, precision=EXPORT_PRECISION, stages=todo)
+                export_weight_set(onnx_dir, layout=layout, precision=EXPORT_PRECISION, stages=todo)
     dims = read_manifest(onnx_dir)[0] if (onnx_dir / MANIFEST).is_file() else ModelInfo.from_svd_dir(svd_dir).dims
     return paths, dims
 
@@ -154,7 +154,7 @@ def static_profile(spec, dims: ModelDims) -> dict[str, tuple]:
     return {t.name: (t.shape({}, dims),) * 3 for t in spec.inputs}
 
 
-def build_engines_command(
+def build_engine_set(
     out_dir: str | Path,
     *,
     preset: str | None = None,
@@ -179,7 +179,7 @@ def build_engines_command(
     """Export (FP16 ONNX) and build one engine per stage into ``out_dir``; reuse up-to-date ones."""
     from mimic.engine.builder import BuildOptions, build_serialized_engine, check_compute_capabilities, load_trt
     from mimic.engine.refit import REFIT_KNOWN_ISSUE
-    from mimic.export.command import check_output_dir, resolve_layout
+    from mimic.export.exporter import check_output_dir, resolve_layout
 
     # 1. Everything the user controls, before any work.
     check_target(target)
@@ -188,7 +188,7 @@ def build_engines_command(
     if window is not None and window < 2:
         raise InputError(f"--window must be >= 2 frames (16 or 72 for MimicMotion), got {window}")
     if window is None and preset is not None:
-        from mimic.mimicmotion_ref.presets import default_generation
+        from mimic.model.presets import default_generation
 
         window = default_generation(preset).window
     elif window is None:
@@ -339,16 +339,16 @@ def _relative(path: Path, root: Path) -> str:
 # ---------------------------------------------------------------------------------- refit CLI
 
 
-def refit_unet_command(engines: str | Path, *, preset: str | None = None, weights: str | Path | None = None,
+def refit_unet_engine(engines: str | Path, *, preset: str | None = None, weights: str | Path | None = None,
                        checkpoint: str | Path | None = None, svd: str | None = None, verify: bool = True) -> dict:
     """Export the UNet of other weights (same architecture) and refit the published refittable UNet."""
     from mimic.engine.gpu import require_gpu
     from mimic.engine.refit import swap_weights
-    from mimic.export.command import export_command
-    from mimic.mimicmotion_ref.presets import layout_from_options
+    from mimic.export.exporter import export_weight_set
+    from mimic.model.presets import layout_from_options
 
     require_gpu("mimic refit-unet")
     layout = layout_from_options(preset=preset, weights=Path(weights) if weights else None, svd=svd, checkpoint=Path(checkpoint) if checkpoint else None)
     onnx_dir = Path(engines) / "onnx-refit"
-    summary = export_command(onnx_dir, layout=layout, precision=EXPORT_PRECISION, stages=[StageName.UNET])
+    summary = export_weight_set(onnx_dir, layout=layout, precision=EXPORT_PRECISION, stages=[StageName.UNET])
     return swap_weights(engines, summary.results[0].path, StageName.UNET, verify=verify)

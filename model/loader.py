@@ -13,11 +13,11 @@ from diffusers import AutoencoderKLTemporalDecoder
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from mimic.errors import WeightsError
-from mimic.mimicmotion_ref.models import RefModels
-from mimic.mimicmotion_ref.pose_net import PoseNet
-from mimic.mimicmotion_ref.scheduler import SchedulerConfig
-from mimic.mimicmotion_ref.unet import PoseUNet
-from mimic.mimicmotion_ref.weights import (
+from mimic.model.models import RefModels
+from mimic.model.pose_net import PoseNet
+from mimic.model.scheduler import SchedulerConfig
+from mimic.model.unet import PoseUNet
+from mimic.model.weights import (
     WeightsLayout,
     fetch_svd,
     find_weights_file,

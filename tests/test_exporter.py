@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from _export_fixtures import tiny_export  # noqa: F401  (session fixture)
 from mimic.commands import export as export_commands
 from mimic.errors import ExportError, InputError, WeightsError
-from mimic.export import command
-from mimic.export.command import export_command
+from mimic.export import exporter
+from mimic.export.exporter import export_weight_set
 from mimic.logs import setup_cli_logging
 from mimic.spec import STAGES
 
@@ -34,7 +34,7 @@ def app() -> typer.Typer:
 
 
 def test_full_tiny_export_writes_every_stage_and_the_table(tiny_export):
-    """`export_command(preset tiny, both, validate)`: every stage in fp32 and fp16, table within tolerance."""
+    """`export_weight_set(preset tiny, both, validate)`: every stage in fp32 and fp16, table within tolerance."""
     got = {(r.stage, r.precision) for r in tiny_export.summary.results}
     assert got == {(s, p) for s in STAGES for p in ("fp32", "fp16")}
     assert tiny_export.summary.passed
@@ -78,17 +78,17 @@ def test_unknown_precision(app, tmp_path):
 
 def test_unknown_or_shipped_stage(tmp_path):
     with pytest.raises(InputError, match="unknown stage 'clip'"):
-        export_command(tmp_path, preset="tiny", stages=["clip"])
+        export_weight_set(tmp_path, preset="tiny", stages=["clip"])
     with pytest.raises(InputError, match="ships as ONNX"):
-        export_command(tmp_path, preset="tiny", stages=["dwpose_pose"])
+        export_weight_set(tmp_path, preset="tiny", stages=["dwpose_pose"])
 
 
 def _no_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("work started before the inputs were checked")
 
-    monkeypatch.setattr(command, "_load_group", boom)
-    monkeypatch.setattr(command, "resolve_layout", boom)
+    monkeypatch.setattr(exporter, "_load_group", boom)
+    monkeypatch.setattr(exporter, "resolve_layout", boom)
 
 
 def test_unwritable_output_dir_fails_before_any_work(tmp_path, monkeypatch):
@@ -96,16 +96,16 @@ def test_unwritable_output_dir_fails_before_any_work(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(InputError, match="exists and is not a directory"):
-        export_command(blocker, preset="tiny")
+        export_weight_set(blocker, preset="tiny")
     with pytest.raises(InputError, match="is not writable"):
-        export_command(blocker / "sub", preset="tiny")
+        export_weight_set(blocker / "sub", preset="tiny")
     if os.geteuid() != 0:  # root ignores permission bits
         ro = tmp_path / "ro"
         ro.mkdir()
         ro.chmod(0o500)
         try:
             with pytest.raises(InputError, match="is not writable"):
-                export_command(ro, preset="tiny")
+                export_weight_set(ro, preset="tiny")
         finally:
             ro.chmod(0o700)
 
@@ -123,30 +123,30 @@ def _weights_without(tiny_layout, tmp_path: Path, drop: str) -> Path:
 
 def test_weights_dir_missing_a_stage(tiny_layout, tmp_path, monkeypatch):
     weights = _weights_without(tiny_layout, tmp_path, "vae")
-    monkeypatch.setattr(command, "_load_group", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    monkeypatch.setattr(exporter, "_load_group", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     with pytest.raises(WeightsError) as err:
-        export_command(tmp_path / "out", weights=weights)
+        export_weight_set(tmp_path / "out", weights=weights)
     msg = str(err.value)
     assert "\n" not in msg and "missing vae/" in msg and "vae_encoder, vae_decoder" in msg
     # the model info (the one strict reader of the model dims) needs every config: one line naming it
     with pytest.raises(WeightsError, match="missing vae/config.json"):
-        export_command(tmp_path / "out", weights=weights, stages=["pose_net"], precision="fp32")
+        export_weight_set(tmp_path / "out", weights=weights, stages=["pose_net"], precision="fp32")
 
 
 def test_missing_weights_dir_and_checkpoint(tiny_layout, tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
-        export_command(tmp_path / "out", weights=tmp_path / "nowhere")
+        export_weight_set(tmp_path / "out", weights=tmp_path / "nowhere")
     weights = _weights_without(tiny_layout, tmp_path, "feature_extractor")
     (weights / Path(tiny_layout.checkpoint).name).unlink()
     with pytest.raises(WeightsError, match="MimicMotion checkpoint .*needed by pose_net, unet"):
-        export_command(tmp_path / "out", weights=weights)
+        export_weight_set(tmp_path / "out", weights=weights)
     weights2 = _weights_without(tiny_layout, tmp_path / "w2", "feature_extractor")
     for f in (weights2 / "SVD").rglob("image_encoder/*.safetensors"):
         f.unlink()
     with pytest.raises(WeightsError, match=r"missing image_encoder/ \(config.json \+ model\[.fp16\].safetensors\) \(needed by image_encoder\)"):
-        export_command(tmp_path / "out", weights=weights2)
+        export_weight_set(tmp_path / "out", weights=weights2)
     with pytest.raises(InputError, match="not both"):
-        export_command(tmp_path / "out", weights=weights, preset="tiny")
+        export_weight_set(tmp_path / "out", weights=weights, preset="tiny")
 
 
 def test_failed_validation_raises_after_writing(tiny_layout, tmp_path, monkeypatch, caplog):
@@ -155,9 +155,9 @@ def test_failed_validation_raises_after_writing(tiny_layout, tmp_path, monkeypat
     from mimic import spec
 
     strict = replace(spec.STAGES["pose_net"], tol_fp32=spec.Tolerance(1e-12, 1e-12))
-    monkeypatch.setattr(command, "STAGES", {**spec.STAGES, "pose_net": strict})
+    monkeypatch.setattr(exporter, "STAGES", {**spec.STAGES, "pose_net": strict})
     caplog.set_level(logging.INFO, logger="mimic")
     with pytest.raises(ExportError, match="validation failed for pose_net fp32"):
-        export_command(tmp_path / "out", layout=tiny_layout, stages=["pose_net"], precision="fp32", validate=True)
+        export_weight_set(tmp_path / "out", layout=tiny_layout, stages=["pose_net"], precision="fp32", validate=True)
     assert (tmp_path / "out" / "fp32" / "pose_net.onnx").is_file()
     assert any("FAIL" in line for line in caplog.messages)

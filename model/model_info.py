@@ -9,8 +9,8 @@ from pathlib import Path
 
 from mimic.errors import WeightsError
 from mimic.files import atomic_write_text
-from mimic.mimicmotion_ref.scheduler import SchedulerConfig
-from mimic.mimicmotion_ref.weights import read_json
+from mimic.model.scheduler import SchedulerConfig
+from mimic.model.weights import read_json
 from mimic.spec import ModelDims
 
 MODEL_INFO_FILE = "model_info.json"

@@ -32,8 +32,8 @@ from mimic.export.freshness import CHECKPOINT, MANIFEST, MANIFEST_SCHEMA, STAGE_
 from mimic.export.onnx_export import DEFAULT_OPSET, EXPORTER, SUPPORTED_OPSETS, ExportResult, export_stage
 from mimic.export.validate import reference_cases, validate_stage
 from mimic.files import atomic_write_text
-from mimic.mimicmotion_ref.model_info import ModelInfo
-from mimic.mimicmotion_ref.weights import WeightsLayout
+from mimic.model.model_info import ModelInfo
+from mimic.model.weights import WeightsLayout
 from mimic.spec import DWPOSE_STAGES, STAGES, ModelDims, StageName
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def resolve_layout(preset: str | None, weights: Path | None, layout: WeightsLayo
         if preset is not None or weights is not None or parts:
             raise InputError("give a layout, --preset or --weights, not several")
         return layout
-    from mimic.mimicmotion_ref.presets import layout_from_options
+    from mimic.model.presets import layout_from_options
 
     return layout_from_options(preset=preset, weights=Path(weights) if weights is not None else None, **parts)
 
@@ -137,8 +137,8 @@ def check_weights(svd_dir: Path, layout: WeightsLayout, stages: Sequence[str]) -
 
 
 def _load_group(group: tuple[str, ...], svd_dir: Path, layout: WeightsLayout) -> dict[str, torch.nn.Module]:
-    from mimic.mimicmotion_ref import loader
-    from mimic.mimicmotion_ref.weights import read_json
+    from mimic.model import loader
+    from mimic.model.weights import read_json
 
     if group == (StageName.IMAGE_ENCODER,):
         return {StageName.IMAGE_ENCODER: loader.load_image_encoder(svd_dir)}
@@ -156,7 +156,7 @@ def _unique(modules: Iterable[torch.nn.Module]) -> list[torch.nn.Module]:
     return list(seen.values())
 
 
-def export_command(
+def export_weight_set(
     out_dir: Path,
     *,
     preset: str | None = None,
@@ -172,7 +172,7 @@ def export_command(
     """Export the chosen stages; raises ExportError (after writing everything and logging the table)
     when a validated graph is out of tolerance. Progress goes to this module's logger."""
     from mimic.export.wrappers import wrap
-    from mimic.mimicmotion_ref.weights import fetch_svd
+    from mimic.model.weights import fetch_svd
 
     # 1. Everything the user controls, before any work.
     precisions = parse_precisions(precision)

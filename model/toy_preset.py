@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mimic.mimicmotion_ref.config import GenerationConfig
+from mimic.model.config import GenerationConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "toy" / "weights"
 

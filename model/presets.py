@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.tiny import TINY_GENERATION, ensure_tiny_weights
-from mimic.mimicmotion_ref.weights import WeightsLayout, resolve_weights
+from mimic.model.config import GenerationConfig
+from mimic.model.tiny import TINY_GENERATION, ensure_tiny_weights
+from mimic.model.weights import WeightsLayout, resolve_weights
 
 PRESETS = ("tiny", "toy")
 
@@ -38,8 +38,8 @@ def layout_from_options(
 def toy_layout() -> WeightsLayout:
     """The committed toy weights (SVD folder + checkpoint) with the tiny preset's DWPose models."""
     from mimic.errors import WeightsError
-    from mimic.mimicmotion_ref.weights import CHECKPOINT_NAMES, SVD_SUBDIR
-    from mimic.mimicmotion_ref.toy_preset import WEIGHTS_DIR
+    from mimic.model.weights import CHECKPOINT_NAMES, SVD_SUBDIR
+    from mimic.model.toy_preset import WEIGHTS_DIR
 
     checkpoint = WEIGHTS_DIR / CHECKPOINT_NAMES[0]
     if not checkpoint.is_file():
@@ -54,9 +54,9 @@ def _tiny_dwpose() -> tuple[Path, Path]:
     import shutil
     import tempfile
 
-    from mimic.mimicmotion_ref.tiny import cache_root
-    from mimic.mimicmotion_ref.tiny_dwpose import write_tiny_dwpose
-    from mimic.mimicmotion_ref.weights import DET_MODEL, POSE_MODEL
+    from mimic.model.tiny import cache_root
+    from mimic.model.tiny_dwpose import write_tiny_dwpose
+    from mimic.model.weights import DET_MODEL, POSE_MODEL
 
     base = cache_root()
     root = base / "tiny-dwpose-v1"
@@ -79,7 +79,7 @@ def _tiny_dwpose() -> tuple[Path, Path]:
 def default_generation(preset: str | None) -> GenerationConfig:
     """The released settings for real weights; quick CPU settings for the tiny and toy presets."""
     if preset == "toy":
-        from mimic.mimicmotion_ref.toy_preset import TOY_GENERATION
+        from mimic.model.toy_preset import TOY_GENERATION
 
         return TOY_GENERATION
     return TINY_GENERATION if preset == "tiny" else GenerationConfig()
@@ -87,7 +87,7 @@ def default_generation(preset: str | None) -> GenerationConfig:
 
 def dwpose_paths(preset: str | None, weights: Path | None, det_model: Path | None, pose_model: Path | None) -> tuple[Path, Path]:
     """Only the two DWPose ONNX files (for `mimic pose`, which needs nothing else)."""
-    from mimic.mimicmotion_ref.weights import DET_MODEL, POSE_MODEL
+    from mimic.model.weights import DET_MODEL, POSE_MODEL
 
     if det_model is not None and pose_model is not None:
         return Path(det_model), Path(pose_model)

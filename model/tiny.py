@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.weights import CHECKPOINT_NAMES, DET_MODEL, POSE_MODEL, SVD_SUBDIR, WeightsLayout
+from mimic.model.config import GenerationConfig
+from mimic.model.weights import CHECKPOINT_NAMES, DET_MODEL, POSE_MODEL, SVD_SUBDIR, WeightsLayout
 
 TINY_VERSION = "tiny-v1"
 SEED = 20240701
@@ -138,9 +138,9 @@ def write_tiny_weights(root: Path, seed: int = SEED) -> WeightsLayout:
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    from mimic.mimicmotion_ref.tiny_dwpose import write_tiny_dwpose
-    from mimic.mimicmotion_ref.pose_net import PoseNet
-    from mimic.mimicmotion_ref.unet import PoseUNet
+    from mimic.model.tiny_dwpose import write_tiny_dwpose
+    from mimic.model.pose_net import PoseNet
+    from mimic.model.unet import PoseUNet
 
     svd = root / SVD_SUBDIR
     with torch.random.fork_rng(devices=[]):

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from mimic.errors import InputError
-from mimic.mimicmotion_ref.config import GenerationConfig
-from mimic.mimicmotion_ref.model_info import ModelInfo
-from mimic.mimicmotion_ref.weights import WeightsLayout, fetch_svd
+from mimic.model.config import GenerationConfig
+from mimic.model.model_info import ModelInfo
+from mimic.model.weights import WeightsLayout, fetch_svd
 from mimic.runtime.inputs import validate_job
 from mimic.runtime.jobs import Job
 from mimic.runtime.memory import preflight
@@ -117,14 +117,14 @@ class MimicMotion:
 
     @classmethod
     def from_preset(cls, preset: str, options: RuntimeOptions = RuntimeOptions()) -> "MimicMotion":
-        from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
+        from mimic.model.presets import default_generation, layout_from_options
 
         return cls(layout_from_options(preset=preset), options, default_generation(preset))
 
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, options: RuntimeOptions = RuntimeOptions()) -> "MimicMotion":
         """Upstream's weights folder layout (DWPose/, SVD/, MimicMotion_1-1.pth)."""
-        from mimic.mimicmotion_ref.presets import default_generation, layout_from_options
+        from mimic.model.presets import default_generation, layout_from_options
 
         return cls(layout_from_options(weights=Path(weights)), options, default_generation(None))
 
@@ -133,7 +133,7 @@ class MimicMotion:
         onnxruntime sessions and TensorRT engines are per worker)."""
         o = self.options
         if o.backend == "torch":
-            from mimic.mimicmotion_ref.loader import load_reference_models
+            from mimic.model.loader import load_reference_models
             from mimic.runtime.backend_torch import TorchBackend
 
             if device not in self._models:

@@ -1,6 +1,7 @@
 """Windows ("tiles"), tent fusion weights and periodic initial noise (spec 3.6, 3.8, 3.9)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mimic.errors import InputError
@@ -47,3 +48,22 @@ def guidance_scales(num_frames: int, min_scale: float, max_scale: float, dtype=t
     """Frame-wise guidance linspace(min, max, F) shaped (1, F, 1, 1, 1)."""
     g = torch.linspace(min_scale, max_scale, num_frames)
     return g.to(dtype=dtype, device=device).view(1, num_frames, 1, 1, 1)
+
+
+def check_shapes(reference: np.ndarray, num_frames: int, pose_hw: tuple[int, int], window: int) -> tuple[int, int, int]:
+    """The shapes the released pipeline needs; returns (F, H, W)."""
+    if reference.ndim != 3 or reference.shape[2] != 3 or reference.dtype != np.uint8:
+        raise InputError(f"reference must be uint8 (H, W, 3), got {reference.dtype} {reference.shape}")
+    h, w = reference.shape[:2]
+    if tuple(pose_hw) != (h, w):
+        raise InputError(f"pose images are {pose_hw[0]}x{pose_hw[1]} but the reference is {h}x{w}")
+    if h % 64 or w % 64:
+        raise InputError(f"height and width must be multiples of 64 (the UNet's skips), got {h}x{w}")
+    window_indices(num_frames, window, 0)  # raises the clear F < T error
+    return num_frames, h, w
+
+
+def check_inputs(reference: np.ndarray, poses: np.ndarray, window: int) -> tuple[int, int, int]:
+    if poses.ndim != 4 or poses.shape[1] != 3 or poses.dtype != np.uint8:
+        raise InputError(f"poses must be uint8 (F, 3, H, W), got {poses.dtype} {poses.shape}")
+    return check_shapes(reference, poses.shape[0], poses.shape[2:], window)

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mimic.mimicmotion_ref.scheduler import SchedulerConfig
+from mimic.model.scheduler import SchedulerConfig
 
 if TYPE_CHECKING:  # diffusers/transformers load with the weights (``weights.py``), not with this module
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPVisionModelWithProjection
 
-    from mimic.mimicmotion_ref.pose_net import PoseNet
-    from mimic.mimicmotion_ref.unet import PoseUNet
+    from mimic.model.pose_net import PoseNet
+    from mimic.model.unet import PoseUNet
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ _LIMITS = {
     "seed": (int, 0, 2**63 - 1),
 }
 # Settings that take one of a few names.
-_CHOICES = {"schedule": ("karras", "ays")}  # noise schedules of mimicmotion_ref.scheduler
+_CHOICES = {"schedule": ("karras", "ays")}  # noise schedules of model.scheduler
 
 
 def check_setting(name: str, value) -> None:
