@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = 2  # 2: CUDA jobs draw their noise on the device (runtime/determinism.py); a format-1 GPU checkpoint would not resume the same job
 MANIFEST = "checkpoint.json"
-SUFFIX = ".checkpoint"
-_INPUT_FIELDS = ("reference", "driving", "poses", "pose_frames", "ref_pose")
 _SAMPLE = 1 << 20  # weights files: size + first and last MiB (a 3 GB checkpoint is not re-read per job)
 
 
@@ -75,11 +73,9 @@ def _hash_path(h, path: Path, sample: int | None = None) -> None:
 def inputs_digest(job: Job) -> str:
     """sha256 over the bytes of every input file of the job (a folder of pose frames: every file)."""
     h = hashlib.sha256()
-    for name in _INPUT_FIELDS:
-        value = getattr(job, name)
-        if value is not None:
-            h.update(name.encode())
-            _hash_path(h, Path(value))
+    for name, path in job.input_paths().items():
+        h.update(name.encode())
+        _hash_path(h, path)
     return h.hexdigest()
 
 
@@ -109,13 +105,8 @@ def job_key(job: Job, components: Components, weights_key: str) -> str:
 
 
 def checkpoint_dir(job: Job, root: Path | None = None) -> Path:
-    """``OUT.checkpoint/`` beside the output; under ``root`` a folder named after the output plus a
-    hash of its absolute path (two outputs named alike in different folders do not collide)."""
-    out = Path(job.out)
-    if root is None:
-        return out.with_name(out.name + SUFFIX)
-    tag = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
-    return Path(root) / f"{out.name}.{tag}{SUFFIX}"
+    """``OUT.checkpoint/`` beside the output, or its folder under ``root`` (``Job.output_paths``)."""
+    return job.output_paths(root)["checkpoint"]
 
 
 # ------------------------------------------------------------------------------------- storage

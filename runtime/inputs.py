@@ -71,15 +71,10 @@ def rounded_resolution(resolution: int) -> tuple[int, str | None]:
 INPUT_FLAGS = {"reference": "--ref", "driving": "--driving", "poses": "--pose", "pose_frames": "--pose-frames", "ref_pose": "--ref-pose"}
 
 
-def job_inputs(job: Job) -> dict[str, Path]:
-    """The job's input paths by field name."""
-    return {name: Path(getattr(job, name)) for name in INPUT_FLAGS if getattr(job, name) is not None}
-
-
 def validate_job(job: Job, audio: bool = False) -> None:
     """Cheap checks of every input path and the output before models load (nothing is created)."""
     read_image(job.reference, "--ref")  # exists, is a file, decodes
-    for name, path in job_inputs(job).items():
+    for name, path in job.input_paths().items():
         flag = INPUT_FLAGS[name]
         if not path.exists():
             raise InputError(f"{flag} {path} does not exist")
@@ -101,7 +96,7 @@ def check_output(job: Job, others: list[Job] = ()) -> None:
     out = Path(job.out)
     target = _canonical(out)
     for other in (job, *others):
-        for name, path in job_inputs(other).items():
+        for name, path in other.input_paths().items():
             source = _canonical(path)
             whose = "the job's" if other is job else f"another job's ({other.out})"
             if source == target:

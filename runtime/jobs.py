@@ -23,7 +23,9 @@ UPSTREAM_KEYS = {
 }
 
 
-_PATH_FIELDS = ("reference", "out", "driving", "poses", "pose_frames", "ref_pose")
+INPUT_FIELDS = ("reference", "driving", "poses", "pose_frames", "ref_pose")  # the one list of a job's inputs
+_PATH_FIELDS = (*INPUT_FIELDS, "out")
+REPORT_NAME, CHECKPOINT_SUFFIX = ".report.json", ".checkpoint"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,26 @@ class Job:
                 check_setting(name, value)
             except InputError as err:
                 raise InputError(f"job for {self.reference}: {name}: {err}") from None
+
+    def input_paths(self) -> dict[str, Path]:
+        """The job's input paths by field name (the fields not given are left out)."""
+        return {name: getattr(self, name) for name in INPUT_FIELDS if getattr(self, name) is not None}
+
+    def output_paths(self, checkpoint_root: Path | None = None) -> dict[str, Path]:
+        """Everything the job writes: ``out`` (a video, or a folder of numbered PNGs), its ``report``
+        and its ``checkpoint`` folder (``OUT.checkpoint/`` beside the output; under
+        ``checkpoint_root`` a folder named after the output plus a hash of its absolute path, so
+        two outputs named alike in different folders do not collide)."""
+        out = self.out
+        report = out / "report.json" if self.writes_png_sequence else out.with_name(out.name + REPORT_NAME)
+        if checkpoint_root is None:
+            checkpoint = out.with_name(out.name + CHECKPOINT_SUFFIX)
+        else:
+            import hashlib
+
+            tag = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:12]
+            checkpoint = Path(checkpoint_root) / f"{out.name}.{tag}{CHECKPOINT_SUFFIX}"
+        return {"out": out, "report": report, "checkpoint": checkpoint}
 
     def config(self, base: GenerationConfig) -> GenerationConfig:
         return base.with_overrides(**self.overrides)

@@ -23,8 +23,7 @@ class JobReport:
 
 
 def report_path(job: Job) -> Path:
-    out = Path(job.out)
-    return out / "report.json" if job.writes_png_sequence else out.with_name(out.name + ".report.json")
+    return job.output_paths()["report"]
 
 
 RUN_WARNINGS = "warnings"  # facts key: warnings about the whole run (a rounded --resolution), in every job's report
