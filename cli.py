@@ -20,7 +20,7 @@ from typer._click.exceptions import ClickException, UsageError  # typer >= 0.26 
 
 from mimic.commands import bench, demo, engines, export, farm, pose, run
 from mimic.commands.cli_help import MimicGroup
-from mimic.errors import Interrupted, MimicError
+from mimic.errors import ExitCode, Interrupted, MimicError
 from mimic.logs import end_progress_line, setup_cli_logging
 
 app = typer.Typer(
@@ -50,12 +50,9 @@ for _commands in (demo.app, run.app, pose.app, export.app, engines.app, bench.ap
     app.add_typer(_commands)
 
 
-INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE: a bug in mimic, not in the input
-
-
 def _interrupt(signum, frame) -> None:
     name = signal.Signals(signum).name
-    raise Interrupted(name, 128 + signum)
+    raise Interrupted(name, ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,14 +72,14 @@ def main(argv: list[str] | None = None) -> None:
         end_progress_line()
         where = f"mimic {err.ctx.command_path.split(' ', 1)[1]} --help" if err.ctx and " " in err.ctx.command_path else "mimic --help"
         typer.echo(f"error: {' '.join(err.format_message().split())} (see `{where}`)", err=True)
-        sys.exit(2)
+        sys.exit(ExitCode.BAD_INPUT)
     except ClickException as err:  # other click errors (e.g. a file argument it opens itself)
         end_progress_line()
         typer.echo(f"error: {' '.join(err.format_message().split())}", err=True)
-        sys.exit(err.exit_code or 1)
+        sys.exit(err.exit_code or ExitCode.FAILED)
     except typer.Abort:
         typer.echo("interrupted (SIGINT): temporary files removed, earlier outputs left as they were", err=True)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except MimicError as err:
         sys.stdout.flush()
         end_progress_line()  # the error starts on its own line, never after a progress bar
@@ -91,14 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     except (Interrupted, KeyboardInterrupt) as err:
         sys.stdout.flush()
         end_progress_line()
-        name, code = (err.signal_name, err.exit_code) if isinstance(err, Interrupted) else ("SIGINT", 130)
+        name, code = (err.signal_name, err.exit_code) if isinstance(err, Interrupted) else ("SIGINT", ExitCode.INTERRUPTED)
         typer.echo(f"interrupted ({name}): temporary files removed, earlier outputs left as they were", err=True)
         sys.exit(code)
     except Exception:
         end_progress_line()
         traceback.print_exc()
         typer.echo(f"internal error: this is a bug in mimic {_version()}; please report it with the traceback above", err=True)
-        sys.exit(INTERNAL_ERROR_EXIT)
+        sys.exit(ExitCode.INTERNAL)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -257,15 +257,12 @@ def run_pipeline(backend, info, dtype, config, reference: np.ndarray, poses: np.
     Returns (report, frames (n, 3, H, W) uint8 or None)."""
     from mimic.pose.images import as_pose_images
     from mimic.runtime.inputs import JobInputs
-    from mimic.runtime.pipeline import Components, FrameCollector, Hooks, generate, in_memory_job
-
-    class _Sync(Hooks):
-        synchronize = True
+    from mimic.runtime.pipeline import Components, FrameCollector, JobControl, generate, in_memory_job
 
     components = Components(backend=backend, info=info, dtype=dtype, base_config=config, detector=_no_detector)
     inputs = JobInputs(reference, as_pose_images(poses), output_frames, config.output_fps)
     sink = FrameCollector(keep)
-    report = generate(components, in_memory_job(config), inputs=inputs, sink=sink, hooks=_Sync())
+    report = generate(components, in_memory_job(config), inputs=inputs, sink=sink, control=JobControl(synchronize=True))  # device-synced timings
     return report, sink.frames()
 
 

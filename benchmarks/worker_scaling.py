@@ -47,9 +47,11 @@ def run_workers(plan: WorkerPlan, ctx, emit: Callable[[dict], object], log: Call
     from mimic.pose.images import DrawnPoses
     from mimic.runtime.demo_assets import synthetic_poses, synthetic_reference
     from mimic.runtime.inputs import JobInputs, pad_to_window
-    from mimic.runtime.pipeline import FrameCollector, generate, in_memory_job
+    from mimic.runtime.pipeline import FrameCollector, JobControl, generate, in_memory_job
     from mimic.runtime.api import MimicMotion, RuntimeOptions
     from mimic.model.windows import window_indices
+
+    timed = JobControl(synchronize=True)  # phase timings wait for the device
 
     listed = plan.devices.split(",")
     records: list[dict] = []
@@ -70,9 +72,9 @@ def run_workers(plan: WorkerPlan, ctx, emit: Callable[[dict], object], log: Call
             num_windows = len(window_indices(len(poses), config.window, config.overlap))
 
             def job():
-                sink, hooks = FrameCollector(), _timed_hooks()
+                sink = FrameCollector()
                 t0 = time.perf_counter()
-                report = generate(mm.components, in_memory_job(config), inputs=inputs, sink=sink, hooks=hooks)
+                report = generate(mm.components, in_memory_job(config), inputs=inputs, sink=sink, control=timed)
                 return time.perf_counter() - t0, report.seconds, sink.frames()
 
             job()  # warm-up, untimed
@@ -94,12 +96,3 @@ def run_workers(plan: WorkerPlan, ctx, emit: Callable[[dict], object], log: Call
         log(f"  {k} worker(s): {seconds:7.2f} s  speedup {speedup:4.2f}x  efficiency {speedup / k:4.0%}  "
             f"frames {'identical' if rec['identical_to_one_worker'] else 'DIFFERENT'}")
     return records
-
-
-def _timed_hooks():
-    from mimic.runtime.pipeline import Hooks
-
-    class Timed(Hooks):
-        synchronize = True  # phase timings wait for the device
-
-    return Timed()

@@ -12,6 +12,8 @@ from typing import List, Optional
 
 import typer
 
+from mimic.commands import options as opt
+
 from mimic.commands.conventions import BACKENDS, DEVICE_HELP, DEVICE_METAVAR, PRESET_HELP, PRESETS, check_device, choices, in_range
 from mimic.errors import InputError
 
@@ -65,10 +67,10 @@ bench_app = typer.Typer(help=BENCH_HELP, add_completion=False, pretty_exceptions
 @bench_app.callback(invoke_without_command=True)
 def bench(
     ctx: typer.Context,
-    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (real model, 1024x576)."),
-    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights/--preset)."),
+    preset: opt.Preset = None,
+    weights: opt.Weights = None,
+    svd: opt.Svd = None,
+    checkpoint: opt.Checkpoint = None,
     engines: Optional[Path] = typer.Option(None, "--engines", help="Engine folder from `mimic build-engines` (tensorrt)."),
     onnx_dir: Optional[Path] = typer.Option(None, "--onnx", help="Exported ONNX folder (onnxruntime; default: exported into the cache)."),
     backend: Optional[List[str]] = typer.Option(None, "--backend", metavar=choices(BACKENDS), help="Backends to measure (repeat; default torch + onnxruntime, + tensorrt with --engines)."),
@@ -144,7 +146,7 @@ def bench(
 @bench_app.command("quality")
 def quality(
     preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP + " With toy the ground truth is known."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (no ground truth: quality relative to 25 steps)."),
+    weights: opt.Weights = None,
     out: Path = typer.Option(Path("quality"), "--out", help="Folder for quality.json, quality.md and quality.png."),
     variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="VARIANT", help="A variant (repeat), e.g. ays-10, karras-15+overlap-2, onnxruntime+fp16, ramp; default: the full set."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Driving frames of the job (default: three windows' worth)."),
@@ -170,8 +172,8 @@ def quality(
 
 @bench_app.command("workers")
 def workers(
-    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder."),
+    preset: opt.Preset = None,
+    weights: opt.Weights = None,
     backend: str = typer.Option("onnxruntime", "--backend", metavar=choices(BACKENDS), help="Backend of every worker."),
     device: str = typer.Option("cpu,cpu", "--device", help="Devices, one worker each (cpu,cpu or cuda:0,cuda:1,...); runs 1, 2, 4, ... of them."),
     frames: int = typer.Option(40, "--frames", help="Output frames of the job."),

@@ -8,9 +8,9 @@ Why this exists: Typer 0.29's rich help asks every option for a type label
 (``cli.py``); it adopts every command below it when it is looked up, so the command modules stay
 plain Typer apps and a new command gets the same help without doing anything.
 
-Options in the ``Generation settings`` panel (``SETTINGS_PANEL``) whose flag is a
-``GenerationConfig`` setting get their range and their default for each preset appended when help
-is shown; given ``--preset NAME`` or ``--weights DIR`` before ``--help``, only the chosen one's.
+Options in the ``Generation settings`` panel (``SETTINGS_PANEL``; ``commands/options.py`` makes them
+from ``mimic.model.config.SETTINGS``) get their range and their default for each preset appended when
+help is shown; given ``--preset NAME`` or ``--weights DIR`` before ``--help``, only the chosen one's.
 """
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 SETTINGS_PANEL = "Generation settings"
 _ARGV_KEY = "mimic.argv"
-# Flags that set a GenerationConfig field without being its own flag.
-_FLAG_ALIASES = {"--guidance": "guidance_max"}
 
 
 def adopt(command):
@@ -70,29 +68,20 @@ def _value(v) -> str:
 
 
 def settings_help(name: str, argv: list[str]) -> str:
-    """``[range: 1..1000] [default: 25 with --weights; 8 with --preset tiny; ...]`` for a setting."""
-    from mimic.model import config as cfg
-    from mimic.model.presets import PRESETS, default_generation  # imports torch: help of run/farm only
+    """``[range: 1..1000] [default: 25 with --weights; 8 with --preset tiny; ...]`` for a setting
+    (``mimic.model.config.SETTINGS``; the defaults of each preset from ``mimic.model.presets``)."""
+    from mimic.model.config import SETTINGS
+    from mimic.model.presets import PRESET_NAMES, default_generation  # torch-free
 
-    parts = []
-    limits = cfg._LIMITS.get(name)
-    if limits is not None:
-        kind, lo, hi = limits
-        if hi >= 2**31:
-            parts.append(f"[range: >= {lo}]")
-        else:
-            parts.append(f"[range: {lo}..{hi}]" if kind is int else f"[range: {lo:g}..{hi:g}]")
-    choices = cfg._CHOICES.get(name)
-    if choices:
-        parts.append(f"[choices: {', '.join(choices)}]")
+    parts = [SETTINGS[name].range_text()]
     preset, weights = _chosen_weights(argv)
-    if preset in PRESETS:
+    if preset in PRESET_NAMES:
         parts.append(f"[default with --preset {preset}: {_value(getattr(default_generation(preset), name))}]")
     elif weights:
         parts.append(f"[default: {_value(getattr(default_generation(None), name))} (released settings)]")
     else:
         each = {"--weights": _value(getattr(default_generation(None), name))}
-        each |= {f"--preset {p}": _value(getattr(default_generation(p), name)) for p in PRESETS}
+        each |= {f"--preset {p}": _value(getattr(default_generation(p), name)) for p in PRESET_NAMES}
         if len(set(each.values())) == 1:
             parts.append(f"[default: {each['--weights']}]")
         else:
@@ -103,9 +92,9 @@ def settings_help(name: str, argv: list[str]) -> str:
 def _describe(params: list, argv: list[str], rich_markup: bool) -> None:
     """Set each option's help for this rendering: settings get their range and defaults; in rich
     mode the text is escaped, so ``[range: 1..1000]`` shows instead of being read as markup."""
-    from mimic.model.config import FLAGS
+    from mimic.model.config import COMPOSITES, FLAGS
 
-    by_flag = {flag: name for name, flag in FLAGS.items()} | _FLAG_ALIASES
+    by_flag = {flag: name for name, flag in FLAGS.items()} | {f"--{key}": names[-1] for key, names in COMPOSITES.items()}
     for param in params:
         if not isinstance(param, (TyperOption, TyperArgument)):
             continue

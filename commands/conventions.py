@@ -1,39 +1,19 @@
 """The command line's conventions, in one place (README: "CLI conventions").
 
 * Choices come from their single sources of truth: stage names from ``mimic.spec``, TensorRT
-  targets from ``mimic.engine.gpu``, backends from ``mimic.runtime.api.BACKENDS``, presets from
-  ``mimic.model.presets.PRESETS``. The last two modules import torch and diffusers
-  (seconds), which ``mimic --help`` must not, so their tuple literal is read from the module's
-  source instead of importing it (``tests/test_cli_conventions.py`` checks both agree).
+  targets from ``mimic.engine.gpu``, backends from ``mimic.runtime.backend_api.BACKENDS``, presets
+  from ``mimic.model.presets.PRESET_NAMES`` (all torch-free: ``mimic --help`` imports them).
 * Sizes are ``WIDTHxHEIGHT`` (as video players and the README say: ``1024x576`` is landscape).
 * ``--device`` is ``cpu`` or ``cuda[:N]``, default ``cpu`` everywhere (a GPU is asked for).
 * Ranges read ``[range: LO..HI]`` in every help text.
 """
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
 from mimic.errors import InputError
+from mimic.model.presets import PRESET_NAMES as PRESETS
+from mimic.runtime.backend_api import BACKENDS  # noqa: F401  (re-exported: the CLI lists backends from here)
 from mimic.spec import ALL_STAGES, STAGE_NAMES
 
-_PACKAGE = Path(__file__).resolve().parents[1]  # the mimic package (the repository root)
-
-
-def source_tuple(module_file: str, name: str) -> tuple[str, ...]:
-    """The tuple literal assigned to ``name`` at the top level of ``module_file`` (relative to the
-    package), read without importing the module."""
-    tree = ast.parse((_PACKAGE / module_file).read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
-            value = ast.literal_eval(node.value)
-            if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-                return value
-    raise RuntimeError(f"{module_file} has no top-level tuple of names {name} (the CLI lists its choices)")
-
-
-BACKENDS = source_tuple("runtime/api.py", "BACKENDS")
-PRESETS = source_tuple("model/presets.py", "PRESETS")
 EXPORT_STAGES = STAGE_NAMES  # the five PyTorch stages
 ENGINE_STAGES = tuple(ALL_STAGES)  # plus the two DWPose models
 

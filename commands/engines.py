@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from mimic.commands.conventions import ENGINE_STAGES, PRESET_HELP, PRESETS, choices, in_range, targets
+from mimic.commands import options as opt
+
+from mimic.commands.conventions import ENGINE_STAGES, choices, in_range, targets
 from mimic.engine.gpu import RTX_DEFAULT_SMS
 from mimic.spec import DEFAULT_WORKSPACE_GB
 
@@ -30,12 +32,12 @@ app = typer.Typer()
 @app.command("build-engines", help=BUILD_HELP)
 def build_engines(
     out: Path = typer.Option(..., "--out", help="Engine folder (plans, manifests, onnx/)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (SVD/, MimicMotion_1-1.pth, DWPose/)."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
-    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights/--preset)."),
-    det_model: Optional[Path] = typer.Option(None, "--det-model", help="yolox_l.onnx (overrides --weights/--preset)."),
-    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="dw-ll_ucoco_384.onnx (overrides --weights/--preset)."),
+    weights: opt.Weights = None,
+    preset: opt.Preset = None,
+    svd: opt.Svd = None,
+    checkpoint: opt.Checkpoint = None,
+    det_model: opt.DetModel = None,
+    pose_model: opt.PoseModel = None,
     shapes: Optional[str] = typer.Option(None, "--shapes", metavar="SHAPES",
                                          help="Resolutions to cover, comma-separated: portrait-576, landscape-576 (the default: both), "
                                               "WIDTHxHEIGHT (multiples of 64, e.g. 1024x576), or tiny (the tiny preset's default)."),
@@ -82,10 +84,10 @@ def validate(
 @app.command("refit-unet", help="Swap the weights of a refittable UNet engine (e.g. MimicMotion 1.0 <-> 1.1) without a rebuild (GPU).")
 def refit_unet(
     engines: Path = typer.Option(..., "--engines", help="Engine folder with a refittable unet (build-engines --refittable)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Weights folder with the new checkpoint."),
+    weights: opt.Weights = None,
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The new MimicMotion checkpoint (.pth; overrides --weights/--preset)."),
-    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
+    svd: opt.Svd = None,
+    preset: opt.Preset = None,
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the comparison with a fresh build (not recommended)."),
 ) -> None:
     from mimic.engine.build import refit_unet_engine

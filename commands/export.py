@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from mimic.commands.conventions import EXPORT_STAGES, PRESET_HELP, PRESETS, choices, in_range
+from mimic.commands import options as opt
+
+from mimic.commands.conventions import EXPORT_STAGES, in_range
 
 EXPORT_HELP = """Export the model stages to ONNX for TensorRT / onnxruntime.
 
@@ -21,10 +23,10 @@ app = typer.Typer()
 @app.command("export", help=EXPORT_HELP)
 def export_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder for the ONNX graphs."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (SVD/, MimicMotion_1-1.pth)."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
-    svd: Optional[str] = typer.Option(None, "--svd", help="SVD diffusers folder or hub id (overrides --weights/--preset)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="MimicMotion .pth (overrides --weights/--preset)."),
+    weights: opt.Weights = None,
+    preset: opt.Preset = None,
+    svd: opt.Svd = None,
+    checkpoint: opt.Checkpoint = None,
     precision: str = typer.Option("both", "--precision", metavar="fp16|fp32|both", help="Graph precision(s) to write."),
     validate: bool = typer.Option(False, "--validate", help="Compare each graph with PyTorch and print a table."),
     stage: Optional[list[str]] = typer.Option(None, "--stage", metavar="STAGE", help=f"Only these stages (repeatable; default: all): {', '.join(EXPORT_STAGES)}."),

@@ -7,7 +7,9 @@ from typing import Optional
 
 import typer
 
-from mimic.commands.conventions import DEVICE_HELP, DEVICE_METAVAR, PRESET_HELP, PRESETS, check_device, check_range, choices, in_range
+from mimic.commands import options as opt
+
+from mimic.commands.conventions import DEVICE_HELP, DEVICE_METAVAR, check_device, check_range, in_range
 
 app = typer.Typer()
 
@@ -17,16 +19,17 @@ def pose(
     video: Path = typer.Argument(..., help="Driving video."),
     out: Path = typer.Option(..., "-o", "--out", help="Pose file to write (.npz)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Also render the skeletons as an .mp4 (+ a labelled contact-sheet .png beside it)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Upstream weights folder (uses DWPose/)."),
-    preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP),
-    det_model: Optional[Path] = typer.Option(None, "--det-model", help="yolox_l.onnx (overrides --weights/--preset)."),
-    pose_model: Optional[Path] = typer.Option(None, "--pose-model", help="dw-ll_ucoco_384.onnx (overrides --weights/--preset)."),
+    weights: opt.Weights = None,
+    preset: opt.Preset = None,
+    det_model: opt.DetModel = None,
+    pose_model: opt.PoseModel = None,
     sample_stride: int = typer.Option(2, "--sample-stride", help=f"Frame stride (times max(1, int(fps/24))). {in_range(1, 1000)}"),
     device: str = typer.Option("cpu", "--device", metavar=DEVICE_METAVAR, help=DEVICE_HELP),
     batch_size: int = typer.Option(8, "--batch-size", help=f"Frames per DWPose batch. {in_range(1)}"),
 ) -> None:
     """Run DWPose on a video and save keypoints, scores and frame times to a .npz pose file."""
     from mimic.errors import InputError
+    from mimic.media.images import IMAGE_SUFFIXES
     from mimic.model.presets import dwpose_paths
     from mimic.pose.extract import pose_command
     from mimic.media.video_reader import probe_video
@@ -43,6 +46,8 @@ def pose(
     for flag, target in (("--out", out), ("--preview", preview)):
         if target is not None and target.expanduser().resolve() == source:
             raise InputError(f"{flag} {target} is the input video: choose another output")
+    if video.is_file() and video.suffix.lower() in IMAGE_SUFFIXES:  # FFmpeg reads it as one frame at an invented 25 fps
+        raise InputError(f"{video} is an image, not a video: give a driving video")
     probe_video(video)
     check_writable(out, what="--out")
     if preview is not None:

@@ -66,9 +66,14 @@ class BuildSummary:
 
 
 def parse_shapes(shapes: str | Sequence[str] | None, preset: str | None) -> tuple[str, ...]:
-    """``"portrait-576,landscape-576"`` / ``["tiny"]`` / ``"768x512"`` -> validated names."""
+    """``"portrait-576,landscape-576"`` / ``["tiny"]`` / ``"768x512"`` -> validated names. Without
+    ``--shapes``: the preset's own (its registry entry), else the released sizes."""
     if shapes is None or shapes == () or shapes == []:
-        return TINY_SHAPES if preset == "tiny" else DEFAULT_SHAPES
+        if preset is None:
+            return DEFAULT_SHAPES
+        from mimic.model.presets import preset_named
+
+        return parse_shapes(preset_named(preset).shapes, None)
     items = shapes.split(",") if isinstance(shapes, str) else [p for s in shapes for p in str(s).split(",")]
     items = tuple(dict.fromkeys(s.strip() for s in items if s.strip()))
     if not items:

@@ -1,14 +1,16 @@
 """The render farm on Ray: ``Farm`` (a pool of workers, one per GPU, each loading the weights
 once), ``JobResult`` / ``FarmReport``, the Ray Data callable ``RenderBatch`` and the Open Job
 Description template writer. Ray is the optional ``farm`` extra; nothing here imports it until a
-farm starts.
+farm starts. Modules: ``farm`` (Ray glue), ``schedule`` (every decision, Ray-free), ``worker``
+(the actor), ``outcome`` / ``results`` (what workers and the farm report), ``cluster``, ``view``,
+``data``, ``openjd``.
 """
 from __future__ import annotations
 
 _EXPORTS = {
     "Farm": "mimic.farm.farm",
-    "FarmReport": "mimic.farm.farm",
-    "JobResult": "mimic.farm.farm",
+    "FarmReport": "mimic.farm.results",
+    "JobResult": "mimic.farm.results",
     "RenderBatch": "mimic.farm.data",
     "openjd_template": "mimic.farm.openjd",
 }

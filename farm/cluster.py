@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 
-from mimic.errors import MimicError
+from mimic.errors import ExitCode, MimicError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 class FarmError(MimicError):
     """The farm cannot run: Ray missing, no cluster at --address, no worker could start."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
 
 def import_ray():

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mimic.errors import ExitCode
 from mimic.farm.farm import make_spec
+from mimic.farm.outcome import WorkerOutcome
 from mimic.farm.worker import FarmWorker
 from mimic.runtime.jobs import Job
 from mimic.runtime.api import RuntimeOptions
@@ -43,10 +45,11 @@ class RenderBatch:
             try:
                 result = self.worker.render(self._count, Job(**paths))
             except Exception as err:  # a malformed row (e.g. two driving sources)
-                result = {"outcome": "failed", "error": str(err), "exit_code": getattr(err, "exit_code", 2)}
+                result = WorkerOutcome(self._count, 1, "failed", self.worker.name, error=str(err),
+                                       exit_code=getattr(err, "exit_code", ExitCode.BAD_INPUT))
             self._count += 1
             for k in _OUT:
-                rows[k].append(result.get(k))
+                rows[k].append(getattr(result, k))
         return {**{k: list(v) for k, v in batch.items()}, **rows}
 
 

@@ -9,37 +9,42 @@ from __future__ import annotations
 import sys
 import time
 
+from mimic.farm.schedule import FarmSnapshot, RunningJob
 
-def describe_worker(run: dict) -> str:
+
+def describe_worker(run: RunningJob) -> str:
     """``w0 a.mp4 step 3/25 window 2/8`` (or the stage before denoising starts)."""
-    text = f"{run['worker']} {run['out']}"
-    done, total, steps = run.get("done", 0), run.get("total", 0), run.get("steps", 0) or 0
-    if total and done:
-        windows = max(1, total // steps) if steps else 0
+    text = f"{run.worker} {run.out}"
+    p = run.progress
+    if p.total and p.done:
+        windows = max(1, p.total // p.steps) if p.steps else 0
         if windows:
-            text += f" step {(done - 1) // windows + 1}/{steps} window {(done - 1) % windows + 1}/{windows}"
+            text += f" step {(p.done - 1) // windows + 1}/{p.steps} window {(p.done - 1) % windows + 1}/{windows}"
         else:
-            text += f" {done}/{total} calls"
-    elif run.get("stage"):
-        text += f" {run['stage']}"
-    if run.get("attempt", 1) > 1:
-        text += f" (attempt {run['attempt']})"
+            text += f" {p.done}/{p.total} calls"
+    elif p.stage:
+        text += f" {p.stage}"
+    if run.attempt > 1:
+        text += f" (attempt {run.attempt})"
     return text
 
 
-def eta_seconds(snap: dict) -> float | None:
-    mean = snap.get("mean_job_seconds")
-    left = snap["total"] - snap["done"] - snap["failed"] - snap["cancelled"]
-    if mean is None or not left:
+def finished(snap: FarmSnapshot) -> int:
+    return snap.done + snap.failed + snap.cancelled
+
+
+def eta_seconds(snap: FarmSnapshot) -> float | None:
+    left = snap.total - finished(snap)
+    if snap.mean_job_seconds is None or not left:
         return None
-    return mean * left / max(1, snap.get("workers") or 1)
+    return snap.mean_job_seconds * left / max(1, snap.workers)
 
 
-def status_line(snap: dict) -> str:
+def status_line(snap: FarmSnapshot) -> str:
     eta = eta_seconds(snap)
-    workers = "; ".join(describe_worker(r) for r in snap["running"])
-    line = (f"farm: {snap['done']}/{snap['total']} done, {snap['failed']} failed, {len(snap['running'])} running, {snap['queued']} queued"
-            f" | {snap['elapsed']:.0f} s" + (f", ETA {eta:.0f} s" if eta is not None else ""))
+    workers = "; ".join(describe_worker(r) for r in snap.running)
+    line = (f"farm: {snap.done}/{snap.total} done, {snap.failed} failed, {len(snap.running)} running, {snap.queued} queued"
+            f" | {snap.elapsed:.0f} s" + (f", ETA {eta:.0f} s" if eta is not None else ""))
     return line + (f" | {workers}" if workers else "")
 
 
@@ -57,16 +62,16 @@ class FarmView:
     def tty(self) -> bool:
         return self._tty if self._tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
 
-    def update(self, snap: dict) -> None:
+    def update(self, snap: FarmSnapshot) -> None:
         if self.tty:
             from tqdm import tqdm
 
             if self._bar is None:
-                self._bar = tqdm(total=snap["total"], desc="farm", unit="job", file=self.stream, dynamic_ncols=True, leave=True)
-            self._bar.total = snap["total"]
-            self._bar.update(snap["done"] + snap["failed"] + snap["cancelled"] - self._bar.n)
-            workers = "; ".join(describe_worker(r) for r in snap["running"])
-            self._bar.set_postfix_str(f"failed {snap['failed']} running {len(snap['running'])} | {workers}", refresh=True)
+                self._bar = tqdm(total=snap.total, desc="farm", unit="job", file=self.stream, dynamic_ncols=True, leave=True)
+            self._bar.total = snap.total
+            self._bar.update(finished(snap) - self._bar.n)
+            workers = "; ".join(describe_worker(r) for r in snap.running)
+            self._bar.set_postfix_str(f"failed {snap.failed} running {len(snap.running)} | {workers}", refresh=True)
             return
         now = time.monotonic()
         if now - self._last < self.interval:
@@ -75,9 +80,9 @@ class FarmView:
         self.stream.write(status_line(snap) + "\n")
         self.stream.flush()
 
-    def close(self, snap: dict) -> None:
+    def close(self, snap: FarmSnapshot) -> None:
         if self._bar is not None:
-            self._bar.update(snap["done"] + snap["failed"] + snap["cancelled"] - self._bar.n)
+            self._bar.update(finished(snap) - self._bar.n)
             self._bar.close()
             self._bar = None
         elif not self.tty:

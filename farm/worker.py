@@ -14,19 +14,18 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from mimic.errors import MimicError, OutOfMemoryError
+from mimic.errors import ExitCode, MimicError
+from mimic.farm.outcome import JobProgress, Outcome, WorkerFacts, WorkerOutcome
 from mimic.model.config import GenerationConfig
 from mimic.runtime.jobs import Job
-from mimic.runtime.pipeline import Hooks
+from mimic.runtime.pipeline import Hooks, JobControl
 from mimic.runtime.api import RuntimeOptions
 
 log = logging.getLogger(__name__)
-
-INTERNAL_ERROR_EXIT = 70  # a bug in mimic (the CLI's code for an unexpected exception)
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,7 @@ class WorkerSpec:
     # hooks(index, job, attempt) -> Hooks | None, called inside the worker for each attempt
     hooks: Callable[[int, Job, int], Hooks | None] | None = None
     overlap: bool = True
+    run_warnings: tuple[str, ...] = ()  # about the whole run (a rounded --resolution): in every job's report
 
 
 class Cancelled(Exception):
@@ -50,48 +50,32 @@ class Cancelled(Exception):
 
 
 class _WorkerHooks(Hooks):
-    """Records the job's progress for the farm's view and stops it when the farm is cancelled."""
+    """Records the job's progress for the farm's view (an observer; cancelling is the worker's
+    ``check_cancelled`` poll in the job's control)."""
 
-    def __init__(self, worker: "FarmWorker", index: int, inner: Hooks | None):
-        self.worker, self.index, self.inner = worker, index, inner or Hooks()
-
-    @property
-    def synchronize(self) -> bool:  # type: ignore[override]
-        return self.inner.synchronize
+    def __init__(self, worker: "FarmWorker", index: int):
+        self.worker, self.index = worker, index
 
     def on_stage_end(self, name, seconds):
         self.worker._progress[self.index]["stage"] = name
-        self.inner.on_stage_end(name, seconds)
 
     def on_progress(self, done, total):
         self.worker._progress[self.index].update(done=done, total=total, stage="denoise")
-        self.inner.on_progress(done, total)
 
     def on_step_end(self, step, num_steps, latents):
         self.worker._progress[self.index].update(step=step, steps=num_steps)
-        self.inner.on_step_end(step, num_steps, latents)
-
-    def denoise_turn(self):
-        return self.inner.denoise_turn()
-
-    def poll(self):
-        if self.worker._cancel.is_set():
-            raise Cancelled()
-        poll = getattr(self.inner, "poll", None)
-        if poll is not None:
-            poll()
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Loaded:
     mm: Any
     executor: Any
-    facts: dict = field(default_factory=dict)
+    facts: WorkerFacts
 
 
 class FarmWorker:
     """``ready()`` loads (once per process; a replaced worker loads again), ``render()`` renders one
-    job and returns a picklable outcome (never raises for a job's own failure), ``progress()`` and
+    job and returns a ``WorkerOutcome`` (never raises for a job's own failure), ``progress()`` and
     ``cancel()`` answer while jobs render (the actor runs with several threads)."""
 
     def __init__(self, spec: WorkerSpec, name: str = "worker"):
@@ -102,9 +86,9 @@ class FarmWorker:
         self._cancel = threading.Event()
 
     # -- loading ---------------------------------------------------------------------------
-    def ready(self) -> dict:
+    def ready(self) -> WorkerFacts:
         """Load the engine (raises its MimicError, e.g. missing weights) and describe the worker."""
-        return dict(self._load().facts)
+        return self._load().facts
 
     def _load(self) -> _Loaded:
         with self._lock:
@@ -114,6 +98,7 @@ class FarmWorker:
                 from mimic.runtime.checkpoint import checkpoint_policy
                 from mimic.runtime.executor import JobExecutor
                 from mimic.runtime.api import MimicMotion
+                from mimic.runtime.report import add_run_warnings
 
                 if self.spec.torch_threads and not self.spec.options.threads:
                     torch.set_num_threads(self.spec.torch_threads)  # Ray sets OMP_NUM_THREADS per actor
@@ -122,53 +107,57 @@ class FarmWorker:
                     options = replace(options, device=",".join(f"cuda:{i}" for i in range(len(options.devices))))
                 t0 = time.perf_counter()
                 mm = MimicMotion(self.spec.layout, options, self.spec.base_config)
+                add_run_warnings(mm.components.facts, list(self.spec.run_warnings))
                 policy = checkpoint_policy(mm, self.spec.checkpoint_every, self.spec.checkpoint_dir, self.spec.resume)
-                facts = {
-                    "worker": self.name, "node": _node_ip(), "host": socket.gethostname(), "pid": os.getpid(),
-                    "device": options.device, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "load_seconds": round(time.perf_counter() - t0, 3),
-                }
+                facts = WorkerFacts(self.name, _node_ip(), socket.gethostname(), os.getpid(), options.device,
+                                    os.environ.get("CUDA_VISIBLE_DEVICES"), round(time.perf_counter() - t0, 3))
                 self._loaded = _Loaded(mm, JobExecutor(mm, overlap=self.spec.overlap, checkpoints=policy), facts)
             return self._loaded
 
     # -- rendering -------------------------------------------------------------------------
-    def render(self, index: int, job: Job, attempt: int = 1) -> dict:
-        """Render job ``index`` (attempt ``attempt``): ``{"outcome": "done" | "failed" |
-        "cancelled", ...}``. A CUDA error that leaves the device unusable ends the process (Ray
-        replaces the worker and the farm retries the job elsewhere)."""
+    def render(self, index: int, job: Job, attempt: int = 1) -> WorkerOutcome:
+        """Render job ``index`` (attempt ``attempt``). The executor admits it first (its inputs
+        decoded as this node sees them: bad input fails with exit code 2), then renders it with checkpoints.
+        A CUDA error that leaves the device unusable ends the process (Ray replaces the worker and
+        the farm retries the job elsewhere)."""
         t0 = time.perf_counter()
-        base = {"index": index, "attempt": attempt, "worker": self.name, "node": _node_ip(), "pid": os.getpid()}
-        self._progress[index] = {"stage": "inputs", "done": 0, "total": 0, "step": 0, "steps": 0}
-        try:
-            from mimic.runtime.inputs import validate_job
 
+        def ended(outcome: Outcome, **fields) -> WorkerOutcome:
+            return WorkerOutcome(index, attempt, outcome, self.name, _node_ip(), os.getpid(), time.perf_counter() - t0, **fields)
+
+        self._progress[index] = {"stage": "inputs", "done": 0, "total": 0, "step": 0, "steps": 0}  # _WorkerHooks updates it
+        try:
             loaded = self._load()
-            validate_job(job, audio=self.spec.options.audio)  # again here: the files as this node sees them
             inner = self.spec.hooks(index, job, attempt) if self.spec.hooks else None
-            report = loaded.executor.render(job, hooks=_WorkerHooks(self, index, inner))
-            return {**base, "outcome": "done", "seconds": time.perf_counter() - t0, "output": str(report.output),
-                    "frames": report.frames, "resumed_from_step": report.resumed_from_step, "stage_seconds": report.seconds, "warnings": report.warnings}
+            observers = [_WorkerHooks(self, index), *([inner] if inner is not None else [])]
+            report = loaded.executor.render(job, hooks=observers, control=JobControl(polls=(self.check_cancelled,)))  # admits the job first
+            return ended("done", output=str(report.output), frames=report.frames, resumed_from_step=report.resumed_from_step,
+                         stage_seconds=tuple(report.seconds.items()), warnings=tuple(report.warnings))
         except Cancelled:
-            return {**base, "outcome": "cancelled", "seconds": time.perf_counter() - t0, "error": "cancelled"}
+            return ended("cancelled", error="cancelled")
         except MimicError as err:
-            return {**base, "outcome": "failed", "seconds": time.perf_counter() - t0, "error": str(err), "exit_code": err.exit_code,
-                    "retry": isinstance(err, OutOfMemoryError)}
+            return ended("failed", error=str(err), exit_code=err.exit_code)
         except Exception as err:
             if _device_broken(err):
                 log.error(f"error: {self.name}: the GPU is unusable ({err}); ending this worker so Ray replaces it")
                 os._exit(1)
             traceback.print_exc()
-            return {**base, "outcome": "failed", "seconds": time.perf_counter() - t0, "error": f"internal error: {err.__class__.__name__}: {err}",
-                    "exit_code": INTERNAL_ERROR_EXIT, "retry": False}
+            return ended("failed", error=f"internal error: {err.__class__.__name__}: {err}", exit_code=ExitCode.INTERNAL)
         finally:
             self._progress.pop(index, None)
 
-    def progress(self) -> dict:
-        """{job index: {stage, done, total, step, steps}} of the jobs rendering now."""
-        return {k: dict(v) for k, v in list(self._progress.items())}
+    def progress(self) -> dict[int, JobProgress]:
+        """The progress of the jobs rendering now, by job index."""
+        return {k: JobProgress(**v) for k, v in list(self._progress.items())}
 
     def cancel(self) -> None:
         """Stop every job at its next unit of work (their temporary files are removed)."""
         self._cancel.set()
+
+    def check_cancelled(self) -> None:
+        """The jobs' poll: raises :class:`Cancelled` once the farm is cancelled."""
+        if self._cancel.is_set():
+            raise Cancelled()
 
     def pid(self) -> int:
         return os.getpid()

@@ -1,91 +1,113 @@
-"""Frozen configuration of one generation: every knob of upstream's configs/test.yaml."""
+"""Every generation setting, declared once: the frozen :class:`GenerationConfig` (every knob of
+upstream's configs/test.yaml) whose fields carry their :class:`Setting` (flag, type, range or
+choices, unit, help, normalisation). ``mimic run``'s and ``mimic farm``'s options, their help, the
+jobs-file keys, upstream's ``--config`` keys and the Python API's checks are all derived from it
+(``SETTINGS``); per-preset defaults are the presets' ``GenerationConfig`` (``mimic.model.presets``).
+
+Torch-free on purpose: the command line imports it to print help and refuse bad input at once.
+"""
 from __future__ import annotations
 
+import difflib
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Mapping
 
 from mimic.errors import InputError
 
-# The command-line flag of each setting (messages name what the user typed); settings without a
-# flag are config/jobs-file keys only.
-FLAGS = {
-    "resolution": "--resolution", "window": "--window", "overlap": "--overlap", "steps": "--steps",
-    "guidance_min": "--guidance-min", "guidance_max": "--guidance-max", "noise_aug_strength": "--noise-aug",
-    "decode_chunk": "--decode-chunk", "sample_stride": "--sample-stride", "output_fps": "--fps", "seed": "--seed",
-    "schedule": "--schedule",
-}
+
+def round_resolution(value: int) -> tuple[int, str | None]:
+    """The UNet needs multiples of 64 (upstream crashes at 720): round to the nearest, with a warning."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 64 <= value <= 4096 or value % 64 == 0:
+        return value, None  # multiples of 64 as they are; nonsense is refused by the range check
+    rounded = max(64, int(round(value / 64)) * 64)
+    return rounded, f"resolution {value} is not a multiple of 64; using {rounded}"
 
 
-def flag(name: str) -> str:
-    """``--fps`` for ``output_fps``; the key itself for file-only settings (``motion_bucket_id``)."""
-    return FLAGS.get(name, name)
+@dataclass(frozen=True)
+class Setting:
+    """One generation setting as the user meets it."""
+
+    flag: str  # the command-line flag; its name without dashes (``-`` -> ``_``) is the jobs-file key
+    kind: type  # int, float or str
+    help: str
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+    unit: str = ""
+    cli: bool = True  # an option of `mimic run`/`mimic farm` (False: config and jobs-file key only)
+    normalise: Callable[[Any], tuple[Any, str | None]] | None = None  # value -> (value, warning or None)
+    aliases: tuple[str, ...] = ()  # further jobs-file/config keys (upstream's names, earlier names)
+
+    @property
+    def key(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def check(self, value) -> None:
+        """Type and range (or choice), with the user's flag in the message (InputError)."""
+        if self.choices:
+            if not isinstance(value, str) or value not in self.choices:
+                raise InputError(f"{self.flag} must be one of {', '.join(self.choices)}, got {value!r}")
+            return
+        if self.kind is int:
+            ok, what = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        else:
+            ok, what = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), "a number"
+        if not ok:
+            raise InputError(f"{self.flag} must be {what}, got {_shown(value)}")
+        if not self.lo <= value <= self.hi:
+            span = f"{self.lo}..{self.hi}" if self.kind is int else f"{self.lo:g}..{self.hi:g}"
+            raise InputError(f"{self.flag} must be in {span}, got {_shown(value)}")
+
+    def range_text(self) -> str:
+        """``[range: 1..1000]`` / ``[choices: a, b]`` for help texts."""
+        if self.choices:
+            return f"[choices: {', '.join(self.choices)}]"
+        if self.hi is not None and self.hi >= 2**31:
+            return f"[range: >= {self.lo}]"
+        return f"[range: {self.lo}..{self.hi}]" if self.kind is int else f"[range: {self.lo:g}..{self.hi:g}]"
 
 
-# (type, min, max) of every setting: checked on construction, so a config file, a jobs file and the
-# CLI get the same one-line errors before anything loads.
-_LIMITS = {
-    "resolution": (int, 64, 4096),
-    "window": (int, 2, 1024),
-    "overlap": (int, 0, 1023),
-    "steps": (int, 1, 1000),
-    "guidance_min": (float, 0.0, 100.0),
-    "guidance_max": (float, 0.0, 100.0),
-    "fps_cond": (int, 1, 255),
-    "motion_bucket_id": (int, 0, 1023),
-    "noise_aug_strength": (float, 0.0, 10.0),
-    "decode_chunk": (int, 1, 1024),
-    "sample_stride": (int, 1, 1000),
-    "output_fps": (float, 1.0, 240.0),
-    "seed": (int, 0, 2**63 - 1),
-}
-# Settings that take one of a few names.
-_CHOICES = {"schedule": ("karras", "ays")}  # noise schedules of model.scheduler
+def _shown(value) -> str:
+    """A value as the user wrote it (an integer too large for a float is not ``1e+23``)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
-def check_setting(name: str, value) -> None:
-    """Type and range of one setting, with the user's flag in the message (InputError)."""
-    if name in _CHOICES:
-        if not isinstance(value, str) or value not in _CHOICES[name]:
-            raise InputError(f"{flag(name)} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
-        return
-    if name not in _LIMITS:
-        raise InputError(f"unknown setting {name!r}; known: {sorted([*_LIMITS, *_CHOICES])}")
-    kind, lo, hi = _LIMITS[name]
-    if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        what = "an integer"
-    else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        what = "a number"
-    if not ok:
-        raise InputError(f"{flag(name)} must be {what}, got {value!r}")
-    if not lo <= value <= hi:
-        span = f"{lo}..{hi}" if kind is int else f"{lo:g}..{hi:g}"
-        raise InputError(f"{flag(name)} must be in {span}, got {value:g}")
+def setting(default, flag: str, kind: type, help: str, lo=None, hi=None, **more) -> Any:
+    """A ``GenerationConfig`` field with its :class:`Setting` in the field's metadata."""
+    return field(default=default, metadata={"setting": Setting(flag, kind, help, lo, hi, **more)})
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
     """Defaults are the released 1.1 settings (configs/test.yaml + inference.py's hard-coded values)."""
 
-    resolution: int = 576  # short side of the output, px (multiple of 64)
-    window: int = 72  # frames per denoising window (upstream's misnamed ``num_frames``)
-    overlap: int = 6  # nominal overlap; windows share overlap-1 real frames
-    steps: int = 25
-    guidance_min: float = 2.0
-    guidance_max: float = 2.0
-    fps_cond: int = 7  # conditioning fps (hard-coded 7 upstream; the added time id is fps_cond-1)
-    motion_bucket_id: int = 127
-    noise_aug_strength: float = 0.0
-    decode_chunk: int = 8
-    sample_stride: int = 2
-    output_fps: float = 15.0
-    seed: int = 42
-    schedule: str = "karras"  # noise levels: "karras" (released) or "ays" (Align Your Steps for SVD)
+    resolution: int = setting(576, "--resolution", int, "Short side of the output; rounded to a multiple of 64 (with a warning in the report).",
+                              64, 4096, unit="px", normalise=round_resolution)
+    window: int = setting(72, "--window", int, "Frames per denoising window (upstream's num_frames; 16 for MimicMotion 1.0 weights).",
+                          2, 1024, unit="frames", aliases=("num_frames",))
+    overlap: int = setting(6, "--overlap", int, "Window overlap (frames shared by neighbouring windows + 1).", 0, 1023, unit="frames",
+                           aliases=("frames_overlap",))
+    steps: int = setting(25, "--steps", int, "Denoising steps.", 1, 1000, aliases=("num_inference_steps",))
+    schedule: str = setting("karras", "--schedule", str, "Noise schedule: karras (released) or ays (Align Your Steps for SVD).",
+                            choices=("karras", "ays"))
+    guidance_min: float = setting(2.0, "--guidance-min", float, "Guidance at the first frame of a window.", 0.0, 100.0)
+    guidance_max: float = setting(2.0, "--guidance-max", float, "Guidance at the last frame of a window.", 0.0, 100.0)
+    fps_cond: int = setting(7, "--fps-cond", int, "Conditioning fps (hard-coded 7 upstream; the added time id is fps_cond - 1).", 1, 255,
+                            cli=False)
+    motion_bucket_id: int = setting(127, "--motion-bucket-id", int, "SVD motion bucket id (127 upstream).", 0, 1023, cli=False)
+    noise_aug_strength: float = setting(0.0, "--noise-aug", float, "Noise augmentation strength of the reference latents.", 0.0, 10.0,
+                                        aliases=("noise_aug_strength",))
+    decode_chunk: int = setting(8, "--decode-chunk", int, "Frames per temporal-decoder chunk.", 1, 1024, unit="frames")
+    sample_stride: int = setting(2, "--sample-stride", int, "Driving-video frame stride (times max(1, int(fps/24))).", 1, 1000)
+    output_fps: float = setting(15.0, "--fps", float, "Output frame rate.", 1.0, 240.0, unit="fps", aliases=("output_fps",))
+    seed: int = setting(42, "--seed", int, "Random seed.", 0, 2**63 - 1)
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            check_setting(f.name, getattr(self, f.name))
+            SETTINGS[f.name].check(getattr(self, f.name))
         checks = [
             (self.resolution % 64 == 0, f"--resolution must be a positive multiple of 64, got {self.resolution}"),
             (self.overlap < self.window, f"--overlap must be smaller than --window ({self.window}), got {self.overlap}"),
@@ -96,11 +118,77 @@ class GenerationConfig:
                 raise InputError(msg)
 
     def with_overrides(self, **overrides) -> "GenerationConfig":
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
+        """This config with ``overrides`` (field names) applied; values are checked, not normalised
+        (normalise first with :func:`normalise_settings`)."""
+        unknown = sorted(set(overrides) - set(SETTINGS))
         if unknown:
-            raise InputError(f"unknown settings {unknown}; known: {sorted(known)}")
+            raise InputError(f"unknown settings {unknown}; known: {sorted(SETTINGS)}")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(GenerationConfig)}
+RELEASED: dict[str, Any] = {f.name: f.default for f in fields(GenerationConfig) if f.default is not MISSING}
+# Settings given together by one key: `--guidance G` (and upstream's `guidance_scale`) set both ends of the ramp.
+COMPOSITES: dict[str, tuple[str, ...]] = {"guidance": ("guidance_min", "guidance_max")}
+COMPOSITE_HELP = {"guidance": "Constant guidance (sets --guidance-min and --guidance-max)."}
+COMPOSITE_ALIASES = {"guidance_scale": "guidance"}
+# Every key a settings mapping (jobs file, --config) may use -> the field(s) it sets.
+SETTING_KEYS: dict[str, tuple[str, ...]] = {
+    **{key: (name,) for name, s in SETTINGS.items() for key in (name, s.key, *s.aliases)},
+    **{key: names for key, names in COMPOSITES.items()},
+    **{alias: COMPOSITES[target] for alias, target in COMPOSITE_ALIASES.items()},
+}
+FLAGS = {name: s.flag for name, s in SETTINGS.items()}
+
+
+def flag(name: str) -> str:
+    """``--fps`` for ``output_fps``."""
+    return SETTINGS[name].flag if name in SETTINGS else name
+
+
+def check_setting(name: str, value) -> None:
+    """Type and range of one setting (a field name), with the user's flag in the message (InputError)."""
+    if name not in SETTINGS:
+        raise InputError(f"unknown setting {name!r}{did_you_mean(name, SETTING_KEYS)}")
+    SETTINGS[name].check(value)
+
+
+def did_you_mean(key: str, known) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def settings_from_mapping(data: Mapping[str, Any], where: str = "", name_key: bool = False) -> tuple[dict, list[str]]:
+    """Keys of a jobs-file entry or a settings file (the CLI's words, field names, upstream's
+    names) -> (checked and normalised field overrides, warnings). Unknown keys and bad values are one
+    InputError naming the flag (``where``: a prefix such as ``jobs.yaml: job 2: ``; ``name_key``:
+    the key too, as a settings file written in upstream's names needs)."""
+    overrides: dict = {}
+    for key, value in data.items():
+        names = SETTING_KEYS.get(key)
+        if names is None:
+            raise InputError(f"{where}unknown setting {key!r}{did_you_mean(key, SETTING_KEYS)}")
+        composite = COMPOSITE_ALIASES.get(key, key) if len(names) > 1 else None
+        for name in names:
+            try:
+                SETTINGS[name].check(value)
+            except InputError as err:  # a composite is named as its own flag (--guidance), not one of its parts
+                text = str(err).replace(SETTINGS[name].flag, f"--{composite}") if composite else str(err)
+                raise InputError(f"{where}{f'{key}: ' if name_key else ''}{text}") from None
+            overrides[name] = value
+    return normalise_settings(overrides)
+
+
+def normalise_settings(overrides: Mapping[str, Any]) -> tuple[dict, list[str]]:
+    """Apply each setting's normalisation (``--resolution`` rounding): (overrides, warnings)."""
+    out, warnings = dict(overrides), []
+    for name, value in overrides.items():
+        norm = SETTINGS[name].normalise if name in SETTINGS else None
+        if norm is not None and value is not None:
+            out[name], warning = norm(value)
+            if warning:
+                warnings.append(warning)
+    return out, warnings

@@ -1,18 +1,67 @@
 """Where weights come from: ``--preset tiny|toy`` or ``--weights DIR`` plus per-component overrides.
 
+Every preset is one row of :data:`PRESETS`: its generation defaults, the function that makes or
+finds its weights (named as ``module:function`` and imported only when the weights are needed) and
+the ``--shapes`` its engines are built for. This module imports neither torch nor diffusers, so the
+CLI's help and option checks can read the table in milliseconds.
+
 ``tiny``: random weights generated into the cache (fast tests). ``toy``: the trained toy model
 committed in ``toy/weights`` (``python -m mimic.toy.train``), with the tiny preset's DWPose files.
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mimic.errors import InputError
 from mimic.model.config import GenerationConfig
-from mimic.model.tiny import TINY_GENERATION, ensure_tiny_weights
-from mimic.model.weights import WeightsLayout, resolve_weights
 
-PRESETS = ("tiny", "toy")
+if TYPE_CHECKING:
+    from mimic.model.weights import WeightsLayout
+
+# Where the toy preset's committed weights live (``mimic.toy`` trains them; a layer above this one).
+TOY_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "toy" / "weights"
+
+# Quick CPU settings for the tiny preset (the released defaults are GenerationConfig()).
+TINY_GENERATION = GenerationConfig(resolution=192, window=16, overlap=6, steps=8, output_fps=15.0)
+# The toy preset: 8-frame windows (the training length), 10 steps.
+TOY_GENERATION = GenerationConfig(resolution=128, window=8, overlap=4, steps=10, output_fps=8.0)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One built-in weight set. ``make`` is ``"module:function"``, a function of no arguments that
+    returns the :class:`~mimic.model.weights.WeightsLayout` (imported lazily: it needs torch).
+    ``shapes`` is the default ``--shapes`` of ``mimic build-engines`` (``tiny``: the small profile set)."""
+
+    name: str
+    description: str
+    defaults: GenerationConfig
+    make: str
+    shapes: str
+
+    def layout(self) -> WeightsLayout:
+        module, _, function = self.make.partition(":")
+        return getattr(importlib.import_module(module), function)()
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("tiny", "random weights in the real formats, generated once into the cache (fast tests)",
+           TINY_GENERATION, make="mimic.model.tiny:ensure_tiny_weights", shapes="tiny"),
+    Preset("toy", "the trained toy model committed in toy/weights, with the tiny DWPose files",
+           TOY_GENERATION, make="mimic.model.presets:toy_layout", shapes="tiny"),
+)}
+PRESET_NAMES = tuple(PRESETS)
+
+
+def preset_named(name: str) -> Preset:
+    """The registry entry, or the one-line error listing the known presets."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown preset {name!r}; known presets: {', '.join(PRESET_NAMES)}") from None
 
 
 def layout_from_options(
@@ -23,12 +72,13 @@ def layout_from_options(
     det_model: Path | None = None,
     pose_model: Path | None = None,
 ) -> WeightsLayout:
+    from mimic.model.weights import resolve_weights
+
     if preset is not None:
-        if preset not in PRESETS:
-            raise InputError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+        entry = preset_named(preset)
         if weights is not None:
             raise InputError("give either --preset or --weights, not both")
-        base = toy_layout() if preset == "toy" else ensure_tiny_weights()
+        base = entry.layout()
         return resolve_weights(None, svd or base.svd, checkpoint or base.checkpoint, det_model or base.det_model, pose_model or base.pose_model)
     if weights is None and checkpoint is None:
         raise InputError("no weights: pass --weights DIR (upstream layout) or --preset tiny")
@@ -38,51 +88,19 @@ def layout_from_options(
 def toy_layout() -> WeightsLayout:
     """The committed toy weights (SVD folder + checkpoint) with the tiny preset's DWPose models."""
     from mimic.errors import WeightsError
-    from mimic.model.weights import CHECKPOINT_NAMES, SVD_SUBDIR
-    from mimic.model.toy_preset import WEIGHTS_DIR
+    from mimic.model.tiny import ensure_tiny_dwpose
+    from mimic.model.weights import CHECKPOINT_NAMES, SVD_SUBDIR, WeightsLayout
 
-    checkpoint = WEIGHTS_DIR / CHECKPOINT_NAMES[0]
+    checkpoint = TOY_WEIGHTS_DIR / CHECKPOINT_NAMES[0]
     if not checkpoint.is_file():
         raise WeightsError(f"the toy weights are missing ({checkpoint}); train them with `python -m mimic.toy.train`")
-    det, pose = _tiny_dwpose()
-    return WeightsLayout(svd=str(WEIGHTS_DIR / SVD_SUBDIR), checkpoint=checkpoint, det_model=det, pose_model=pose)
-
-
-def _tiny_dwpose() -> tuple[Path, Path]:
-    """The tiny preset's two DWPose files alone, written once into ``<cache>/tiny-dwpose-v1``."""
-    import os
-    import shutil
-    import tempfile
-
-    from mimic.model.tiny import cache_root
-    from mimic.model.tiny_dwpose import write_tiny_dwpose
-    from mimic.model.weights import DET_MODEL, POSE_MODEL
-
-    base = cache_root()
-    root = base / "tiny-dwpose-v1"
-    if not (root / ".complete").is_file():
-        base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny-dwpose-", dir=base))
-        try:
-            write_tiny_dwpose(tmp / DET_MODEL.parent)
-            (tmp / ".complete").write_text("tiny-dwpose-v1\n")
-            try:
-                os.rename(tmp, root)
-            except OSError:  # another process published it first
-                if not (root / ".complete").is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root / DET_MODEL, root / POSE_MODEL
+    det, pose = ensure_tiny_dwpose()
+    return WeightsLayout(svd=str(TOY_WEIGHTS_DIR / SVD_SUBDIR), checkpoint=checkpoint, det_model=det, pose_model=pose)
 
 
 def default_generation(preset: str | None) -> GenerationConfig:
-    """The released settings for real weights; quick CPU settings for the tiny and toy presets."""
-    if preset == "toy":
-        from mimic.model.toy_preset import TOY_GENERATION
-
-        return TOY_GENERATION
-    return TINY_GENERATION if preset == "tiny" else GenerationConfig()
+    """The released settings for real weights (``None``); a preset's own quick settings otherwise."""
+    return GenerationConfig() if preset is None else preset_named(preset).defaults
 
 
 def dwpose_paths(preset: str | None, weights: Path | None, det_model: Path | None, pose_model: Path | None) -> tuple[Path, Path]:

@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from mimic.model.config import GenerationConfig
 from mimic.model.weights import CHECKPOINT_NAMES, DET_MODEL, POSE_MODEL, SVD_SUBDIR, WeightsLayout
 
 TINY_VERSION = "tiny-v1"
@@ -111,13 +110,18 @@ MODEL_INDEX = {
     "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
 }
 
-# Generation settings that make the tiny preset quick on a CPU (the real defaults are GenerationConfig()).
-TINY_GENERATION = GenerationConfig(resolution=192, window=16, overlap=6, steps=8, output_fps=15.0)
-
-
 def cache_root() -> Path:
     """``$MIMIC_CACHE_DIR`` or ``~/.cache/mimic``."""
     return Path(os.environ.get("MIMIC_CACHE_DIR") or Path.home() / ".cache" / "mimic")
+
+
+def unwritable_cache(folder: Path, err: OSError):
+    """The one line (a :class:`~mimic.errors.WeightsError`: the machine's setup, not the job's input)
+    for a cache folder that cannot be written: read-only, missing mount, a file in its path."""
+    from mimic.errors import WeightsError
+
+    named = "MIMIC_CACHE_DIR" if os.environ.get("MIMIC_CACHE_DIR") and Path(folder) == cache_root() else "the cache folder"
+    return WeightsError(f"{named} {folder} is not writable ({err.strerror or err}): set MIMIC_CACHE_DIR to a writable folder")
 
 
 def tiny_layout(root: Path) -> WeightsLayout:
@@ -169,16 +173,33 @@ def write_tiny_weights(root: Path, seed: int = SEED) -> WeightsLayout:
 
 
 def ensure_tiny_weights(cache_dir: Path | None = None) -> WeightsLayout:
-    """The tiny weight set, generated once into ``<cache>/tiny-v1`` (atomically: temp dir + rename)."""
+    """The tiny weight set, generated once into ``<cache>/tiny-v1``."""
     base = Path(cache_dir) if cache_dir is not None else cache_root()
-    root = base / TINY_VERSION
+    return tiny_layout(_published(base, TINY_VERSION, write_tiny_weights))
+
+
+def ensure_tiny_dwpose() -> tuple[Path, Path]:
+    """The tiny preset's two DWPose files alone (the toy preset's), written once into ``<cache>/tiny-dwpose-v1``."""
+    from mimic.model.tiny_dwpose import write_tiny_dwpose
+
+    root = _published(cache_root(), "tiny-dwpose-v1", lambda tmp: write_tiny_dwpose(tmp / DET_MODEL.parent))
+    return root / DET_MODEL, root / POSE_MODEL
+
+
+def _published(base: Path, version: str, write) -> Path:
+    """``base/version``, written by ``write(folder)`` on first use, atomically (temp dir + rename)
+    so concurrent processes never see half a weight set."""
+    root = base / version
     if (root / ".complete").is_file():
-        return tiny_layout(root)
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_VERSION}-", dir=base))
+        return root
     try:
-        write_tiny_weights(tmp)
-        (tmp / ".complete").write_text(TINY_VERSION + "\n")
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
+    except OSError as err:
+        raise unwritable_cache(base, err) from None
+    try:
+        write(tmp)
+        (tmp / ".complete").write_text(version + "\n")
         try:
             os.rename(tmp, root)
         except OSError:  # another process published it first
@@ -186,4 +207,4 @@ def ensure_tiny_weights(cache_dir: Path | None = None) -> WeightsLayout:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return tiny_layout(root)
+    return root

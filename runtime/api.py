@@ -4,8 +4,11 @@
     mm = MimicMotion.from_preset("tiny", RuntimeOptions(backend="onnxruntime"))
     report = mm.render(Job(reference="a.png", driving="dance.mp4", out="a.mp4"))
 
-``MimicMotion`` loads the backend (and DWPose, on first use) once; ``render`` validates a job like
-the CLI does and runs it through the one pipeline, ``mimic.runtime.pipeline.generate``.
+``MimicMotion`` loads the backend (and DWPose, on first use) once; ``render`` admits a job like
+the CLI does (``mimic.runtime.admission``: checked, inputs opened once) and runs it through the one
+pipeline, ``mimic.runtime.pipeline.generate``. Observers watch a job: ``render(job, hooks=obj)``
+with any object that has some of ``on_stage_end(name, seconds)``, ``on_progress(done, total)``,
+``on_step_end(step, num_steps, latents)``, or a list of them.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -20,13 +24,13 @@ from mimic.errors import InputError
 from mimic.model.config import GenerationConfig
 from mimic.model.model_info import ModelInfo
 from mimic.model.weights import WeightsLayout, fetch_svd
-from mimic.runtime.inputs import validate_job
+from mimic.runtime.admission import AdmittedJob, admit
 from mimic.runtime.jobs import Job
 from mimic.runtime.memory import preflight
-from mimic.runtime.pipeline import Components, Hooks, generate
+from mimic.runtime.pipeline import Components, JobControl, generate
 from mimic.runtime.report import JobReport
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+from mimic.runtime.backend_api import BACKENDS  # noqa: E402  (declared once, torch-free, for the CLI)
 
 
 @dataclass(frozen=True)
@@ -163,12 +167,20 @@ class MimicMotion:
             self._detector = DWPoseDetector(self.layout.det_model, self.layout.pose_model, device=self.options.main_device)
         return self._detector
 
-    def render(self, job: Job, hooks: Hooks | None = None) -> JobReport:
-        """Validate, then run one job start to finish (raises MimicError on bad input)."""
-        validate_job(job, audio=self.options.audio)
-        preflight(self.layout, job.config(self.base_config), self.options.backend, self.options.main_device, self.options.dtype == torch.float32,
+    def admit(self, job: Job | AdmittedJob, others: Sequence[Job | AdmittedJob] = ()) -> AdmittedJob:
+        """``admission.admit`` with this engine's settings and audio option, and the memory check
+        against the loaded backend (raises MimicError on bad input; an ``AdmittedJob`` is kept)."""
+        return admit(job, self.base_config, audio=self.options.audio, others=others, memory_check=self._fits)
+
+    def render(self, job: Job | AdmittedJob, hooks=None, control: JobControl | None = None) -> JobReport:
+        """Admit (``admit``: checks, inputs opened once), then run one job start to finish.
+        ``hooks``: observers, one or a list (``pipeline.Hooks``: ``on_stage_end``, ``on_progress``,
+        ``on_step_end``, any subset); ``control``: a ``pipeline.JobControl`` (cancelling polls...)."""
+        return generate(self.components, self.admit(job), hooks=hooks, control=control)
+
+    def _fits(self, config: GenerationConfig) -> None:
+        preflight(self.layout, config, self.options.backend, self.options.main_device, self.options.dtype == torch.float32,
                   loaded=True)  # the backend's weights are on the device already
-        return generate(self.components, job, hooks=hooks)
 
     def close(self) -> None:
         for backend in (self.backend, *self.workers):

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
+BACKENDS = ("torch", "onnxruntime", "tensorrt")  # every backend's ``name``, in the order the CLI lists them
+
 
 @runtime_checkable
 class Backend(Protocol):

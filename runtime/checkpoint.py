@@ -31,8 +31,10 @@ from pathlib import Path
 import torch
 
 from mimic.files import atomic_write_bytes, atomic_write_text
+from mimic.model.config import GenerationConfig
+from mimic.runtime.admission import AdmittedJob
 from mimic.runtime.jobs import Job
-from mimic.runtime.pipeline import Components, Hooks, generate
+from mimic.runtime.pipeline import Components, Hooks, JobControl, generate
 from mimic.runtime.report import JobReport
 
 log = logging.getLogger(__name__)
@@ -97,9 +99,9 @@ def weights_fingerprint(layout, facts: dict | None = None) -> str:
     return h.hexdigest()
 
 
-def job_key(job: Job, components: Components, weights_key: str) -> str:
+def job_key(job: Job, components: Components, weights_key: str, config: GenerationConfig | None = None) -> str:
     """sha256 of (inputs, settings, weights): a checkpoint is only used for the very same render."""
-    config = job.config(components.base_config)
+    config = config or job.config(components.base_config)
     data = {"format": FORMAT, "inputs": inputs_digest(job), "config": config.to_dict(), "pad_short": components.pad_short, "weights": weights_key}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -188,39 +190,21 @@ class CheckpointStore:
 
 
 class CheckpointHooks(Hooks):
-    """Saves the latents every ``every`` steps (and after the last one, so a job killed while
-    decoding skips all of denoising), then forwards every callback to ``inner``. A job that saves
-    checkpoints promises that its resumed run gives the same bits: ``deterministic``."""
+    """An observer that saves the latents every ``every`` steps (and after the last one, so a job
+    killed while decoding skips all of denoising); first among a job's observers, so the others see
+    a step only once it is saved. A job that saves checkpoints promises that its resumed run gives
+    the same bits: its ``control`` is ``deterministic``."""
 
-    deterministic = True
+    control = JobControl(deterministic=True)
 
-    def __init__(self, store: CheckpointStore, every: int = 1, inner: Hooks | None = None):
+    def __init__(self, store: CheckpointStore, every: int = 1):
         if every < 1:
             raise ValueError("checkpoint interval must be >= 1 step")
-        self.store, self.every, self.inner = store, every, inner or Hooks()
-
-    @property
-    def synchronize(self) -> bool:  # type: ignore[override]
-        return self.inner.synchronize
+        self.store, self.every = store, every
 
     def on_step_end(self, step: int, num_steps: int, latents: torch.Tensor) -> None:
         if step % self.every == 0 or step == num_steps:
             self.store.save(step, num_steps, latents)
-        self.inner.on_step_end(step, num_steps, latents)
-
-    def on_stage_end(self, name: str, seconds: float) -> None:
-        self.inner.on_stage_end(name, seconds)
-
-    def on_progress(self, done: int, total: int) -> None:
-        self.inner.on_progress(done, total)
-
-    def denoise_turn(self):
-        return self.inner.denoise_turn()
-
-    def poll(self) -> None:
-        poll = getattr(self.inner, "poll", None)
-        if poll is not None:
-            poll()
 
 
 # ------------------------------------------------------------------------------------- policy
@@ -245,28 +229,32 @@ class CheckpointPolicy:
         if self.folder is not None and not isinstance(self.folder, Path):
             object.__setattr__(self, "folder", Path(os.fspath(self.folder)))
 
-    def store(self, components: Components, job: Job) -> CheckpointStore:
-        config = job.config(components.base_config)
-        return CheckpointStore(checkpoint_dir(job, self.folder), job_key(job, components, self.weights_key), config.seed)
+    def store(self, components: Components, job: Job, config: GenerationConfig | None = None) -> CheckpointStore:
+        """``config``: the job's resolved settings (admission's), else ``job.config(components.base_config)``."""
+        config = config or job.config(components.base_config)
+        return CheckpointStore(checkpoint_dir(job, self.folder), job_key(job, components, self.weights_key, config), config.seed)
 
 
-def generate_resumable(components: Components, job: Job, policy: CheckpointPolicy, *, hooks: Hooks | None = None, stream=None,
-                       render=generate) -> JobReport:
+def generate_resumable(components: Components, job: Job | AdmittedJob, policy: CheckpointPolicy, *, hooks=None, control: JobControl | None = None,
+                       stream=None, render=generate) -> JobReport:
     """``generate()`` with checkpoints: resume from the job's last matching checkpoint (the report
-    says ``resumed_from_step``), save every ``policy.every`` steps, remove the folder once the
-    output and its report are published. A failed or interrupted job keeps its checkpoint.
-    ``render``: the pipeline function (``generate``; the executor passes the one it uses)."""
-    store = policy.store(components, job)
+    says ``resumed_from_step``), save every ``policy.every`` steps (``CheckpointHooks`` before
+    ``hooks``), remove the folder once the output and its report are published. A failed or
+    interrupted job keeps its checkpoint. ``render``: the pipeline function (``generate``; the
+    executor passes the one it uses)."""
+    plain, config = (job.job, job.config) if isinstance(job, AdmittedJob) else (job, None)
+    store = policy.store(components, plain, config)
     resume = None
     if policy.resume:
         resume = store.load()
     elif store.folder.exists():
         store.remove()  # --no-resume: start over
     if resume is not None:
-        log.info(f"resuming {job.out} from its checkpoint after step {resume[0]} ({store.folder})")
+        log.info(f"resuming {plain.out} from its checkpoint after step {resume[0]} ({store.folder})")
     if policy.every:
-        hooks = CheckpointHooks(store, policy.every, hooks)
-    report = render(components, job, hooks=hooks, stream=stream, resume=resume)
+        saver = CheckpointHooks(store, policy.every)
+        hooks, control = [saver, hooks], JobControl.join(control, saver.control)
+    report = render(components, job, hooks=hooks, control=control, stream=stream, resume=resume)
     store.remove()
     return report
 

@@ -2,9 +2,10 @@
 
 Each job runs the one pipeline, ``generate()``, on a thread of its own; at most three jobs are in
 flight and the executor gates only step 6 (denoising) so that jobs denoise one at a time, in job
-order. So while job k denoises (the long stage), job k+1 reads its inputs, extracts poses and
-encodes its reference, and job k-1 decodes and writes its video. On CUDA each job's thread
-enqueues on a stream of its own, with the job's device current in its thread (the backends take
+order (the gate is a ``JobControl`` piece: the turn, and a poll that stops the job when the run is
+cancelled). So while job k denoises (the long stage), job k+1 is admitted (when it came as a plain
+``Job``), reads its inputs, extracts poses and encodes its reference, and job k-1 decodes and writes
+its video. On CUDA each job's thread enqueues on a stream of its own, with the job's device current in its thread (the backends take
 that stream and hand their outputs back to it with events). Every job has its own seeded generator, so the outputs are
 byte-identical to sequential runs (``overlap=False`` runs the jobs one after the other).
 """
@@ -13,14 +14,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
 
 from mimic.errors import MimicError, OutOfMemoryError
+from mimic.runtime.admission import AdmittedJob, admit
 from mimic.runtime.checkpoint import CheckpointPolicy, generate_resumable
 from mimic.runtime.jobs import Job
-from mimic.runtime.pipeline import Hooks, generate
+from mimic.runtime.pipeline import JobControl, generate
 from mimic.runtime.report import JobReport
 from mimic.runtime.api import MimicMotion
 
@@ -65,55 +68,14 @@ class _Turns:
                 self._next += 1
             self._cond.notify_all()
 
-
-class _GatedHooks(Hooks):
-    def __init__(self, inner: Hooks | None, turns: _Turns, k: int):
-        self.inner, self.turns, self.k = inner or Hooks(), turns, k
-
-    def on_stage_end(self, name, seconds):
-        self.inner.on_stage_end(name, seconds)
-
-    def on_progress(self, done, total):
-        self.inner.on_progress(done, total)
-
-    def on_step_end(self, step, num_steps, latents):
-        self.inner.on_step_end(step, num_steps, latents)
-
-    def denoise_turn(self):
-        return self.turns.turn(self.k)
-
-    def poll(self):
-        if self.turns.cancelled.is_set():
+    def check(self) -> None:
+        """A poll: stop a job of a cancelled run at its next unit of work."""
+        if self.cancelled.is_set():
             raise JobCancelled()
-        self.inner.poll()
 
-
-class _LockedHooks(Hooks):
-    """Forwards every callback; denoising waits for ``lock`` (``JobExecutor.render``)."""
-
-    def __init__(self, inner: Hooks | None, lock: threading.Lock):
-        self.inner, self.lock = inner or Hooks(), lock
-
-    @property
-    def synchronize(self) -> bool:  # type: ignore[override]
-        return self.inner.synchronize
-
-    def on_stage_end(self, name, seconds):
-        self.inner.on_stage_end(name, seconds)
-
-    def on_progress(self, done, total):
-        self.inner.on_progress(done, total)
-
-    def on_step_end(self, step, num_steps, latents):
-        self.inner.on_step_end(step, num_steps, latents)
-
-    @contextlib.contextmanager
-    def denoise_turn(self):
-        with self.lock, self.inner.denoise_turn():
-            yield
-
-    def poll(self):
-        self.inner.poll()
+    def control(self, k: int) -> JobControl:
+        """Job ``k``'s piece of job control: its denoising turn, and the run's cancellation."""
+        return JobControl(turns=(partial(self.turn, k),), polls=(self.check,))
 
 
 def _job_stream(device: torch.device):
@@ -142,18 +104,26 @@ class JobExecutor:
         self.mm, self.overlap, self.checkpoints = mm, overlap, checkpoints
         self._denoise_lock = threading.Lock()  # render(): one job denoises at a time
 
-    def run(self, jobs: Sequence[Job], hooks_for: Callable[[int, Job], Hooks] | None = None, raise_errors: bool = False,
+    def run(self, jobs: Sequence[Job | AdmittedJob], hooks_for: Callable[[int, Job], object] | None = None, raise_errors: bool = False,
             numbers: Sequence[int] | None = None) -> list[JobReport]:
-        """Render every job; a failing job (our error or an unexpected one) is recorded in its report,
+        """Render every job; a plain ``Job`` is admitted first, in its own thread (``admission.admit``
+        against the others of ``jobs``, no memory check: that is the caller's, before loading), an
+        ``AdmittedJob`` is used as it is. ``hooks_for(k, job)``: job k's observers (one or a list).
+        A failing job (bad input, our error or an unexpected one) is recorded in its report,
         reported on stderr with its index and output, and the others go on (``raise_errors``: the
         first error propagates instead, as a single-job CLI run wants). Ctrl-C / SIGTERM cancels
         the jobs in flight (their temporary files are removed) and propagates."""
-        reports: list[JobReport] = [JobReport(job) for job in jobs]
+        plain = [j.job if isinstance(j, AdmittedJob) else j for j in jobs]
+        reports: list[JobReport] = [JobReport(job) for job in plain]
         self._numbers = list(numbers) if numbers is not None else list(range(1, len(jobs) + 1))
+
+        def observers(k: int):
+            return hooks_for(k, plain[k]) if hooks_for else None
+
         if not self.overlap or len(jobs) < 2:
             for k, job in enumerate(jobs):
                 try:
-                    reports[k] = self._generate(job, hooks_for(k, job) if hooks_for else None)
+                    reports[k] = self._generate(job, observers(k), None, others=plain)
                 except Exception as err:
                     if raise_errors:
                         raise
@@ -165,13 +135,11 @@ class JobExecutor:
         errors: list[tuple[int, BaseException]] = []
         device = self.mm.device
 
-        def work(k: int, job: Job) -> None:
+        def work(k: int, job: Job | AdmittedJob) -> None:
             try:
                 stream = _job_stream(device)
-                ctx = _on_stream(device, stream)
-                with ctx:
-                    hooks = _GatedHooks(hooks_for(k, job) if hooks_for else None, turns, k)
-                    reports[k] = self._generate(job, hooks, stream)
+                with _on_stream(device, stream):
+                    reports[k] = self._generate(job, observers(k), turns.control(k), stream, others=plain)
                     if stream is not None:
                         stream.synchronize()
             except JobCancelled:
@@ -205,23 +173,26 @@ class JobExecutor:
             raise sorted(errors, key=lambda e: e[0])[0][1]
         return reports
 
-    def render(self, job: Job, hooks: Hooks | None = None) -> JobReport:
-        """Render one job now (raises its error). Thread-safe: calls from several threads overlap
-        like ``run`` does (one job denoises at a time, each on its own CUDA stream) -- the farm's
-        workers feed jobs this way as they arrive."""
+    def render(self, job: Job | AdmittedJob, hooks=None, control: JobControl | None = None) -> JobReport:
+        """Render one job now (admitted first when plain, like ``run``; raises its error).
+        Thread-safe: calls from several threads overlap like ``run`` does (one job denoises at a
+        time, each on its own CUDA stream) -- the farm's workers feed jobs this way as they arrive.
+        ``hooks``: observers; ``control``: more job control (a cancelling poll), joined inside
+        the executor's denoising gate."""
         device = self.mm.device
         stream = _job_stream(device)
         with _on_stream(device, stream):
-            report = self._generate(job, _LockedHooks(hooks, self._denoise_lock), stream)
+            report = self._generate(job, hooks, JobControl.join(JobControl(turns=(lambda: self._denoise_lock,)), control), stream)
             if stream is not None:
                 stream.synchronize()
         return report
 
-    def _generate(self, job: Job, hooks: Hooks | None, stream=None) -> JobReport:
+    def _generate(self, job: Job | AdmittedJob, hooks, control: JobControl | None, stream=None, others: Sequence[Job] = ()) -> JobReport:
+        admitted = admit(job, self.mm.base_config, audio=self.mm.options.audio, others=others)
         try:
             if self.checkpoints is None:
-                return generate(self.mm.components, job, hooks=hooks, stream=stream)
-            return generate_resumable(self.mm.components, job, self.checkpoints, hooks=hooks, stream=stream, render=generate)
+                return generate(self.mm.components, admitted, hooks=hooks, control=control, stream=stream)
+            return generate_resumable(self.mm.components, admitted, self.checkpoints, hooks=hooks, control=control, stream=stream, render=generate)
         except torch.OutOfMemoryError as err:  # distinct from bad input: a farm may retry it elsewhere
             first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
             raise OutOfMemoryError(f"out of memory on {self.mm.device}: {first}") from None

@@ -1,5 +1,6 @@
 """Steps 1 and 2 of the pipeline: a job's files -> the reference and the pose images, plus the
-checks that run before any model loads (``validate_job``).
+inputs opened once (``open_inputs``: what ``mimic.runtime.admission`` keeps from its checks, so a
+job's reference is decoded and its driving video probed once).
 
 Where the released script crashes, this does better and says so in the job's warnings:
 driving clips shorter than a window are padded (last pose repeated) and the output trimmed back;
@@ -9,7 +10,7 @@ by the retargeting's main-person tracking (``mimic.pose.retarget``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +20,6 @@ import torch
 from mimic.errors import InputError
 from mimic.media.images import IMAGE_SUFFIXES, read_image
 from mimic.media.video_reader import VideoInfo, iter_sampled_frames, probe_video
-from mimic.media.video_writer import check_writable, foreign_files
 from mimic.model.config import GenerationConfig
 from mimic.model.preprocess import prepare_reference, resize_uint8
 from mimic.pose.draw import draw_pose
@@ -28,6 +28,7 @@ from mimic.pose.files import load_poses
 from mimic.pose.images import ArrayPoses, DrawnPoses, PaddedPoses, PoseImages
 from mimic.pose.retarget import retarget_poses
 from mimic.pose.sequence import PoseSequence
+from mimic.runtime.job_paths import check_job_paths
 from mimic.runtime.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -47,16 +48,19 @@ class JobInputs:
     warnings: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RawInputs:
-    """Step 1's result: every input of the job opened once."""
+    """Step 1's result: every input of the job opened once. Admission holds the cheap part (the
+    cropped reference, the probed video, the loaded pose file) for as long as the job waits; the
+    drawn pose images (``ref_pose_image``, ``pose_frames``: possibly large) stay None until
+    ``read_inputs`` reads them at render time."""
 
     job: Job
     reference: np.ndarray  # cropped to the output size
     ref_pose_image: np.ndarray | None = None  # (3, H, W): the reference's drawn pose, when given
     pose_frames: np.ndarray | None = None  # (F, 3, H, W): already-drawn driving poses
     pose_file: PoseSequence | None = None
-    video: VideoInfo | None = None  # the driving video (decoded once, in step 2)
+    video: VideoInfo | None = None  # the driving video (probed once; decoded once, in step 2)
 
 
 def rounded_resolution(resolution: int) -> tuple[int, str | None]:
@@ -67,73 +71,41 @@ def rounded_resolution(resolution: int) -> tuple[int, str | None]:
     return r, f"resolution {resolution} is not a multiple of 64; using {r}"
 
 
-# The flag that names each input of a job (messages say what the user typed).
-INPUT_FLAGS = {"reference": "--ref", "driving": "--driving", "poses": "--pose", "pose_frames": "--pose-frames", "ref_pose": "--ref-pose"}
+def open_inputs(job: Job, config: GenerationConfig) -> RawInputs:
+    """The cheap part of step 1, what admission keeps: the reference decoded and cropped to the
+    output size, the driving video probed, the pose file loaded (drawn pose images: ``read_inputs``)."""
+    rgb, video, pose_file = _open_sources(job)
+    return RawInputs(job, prepare_reference(rgb, config.resolution), pose_file=pose_file, video=video)
 
 
 def validate_job(job: Job, audio: bool = False) -> None:
-    """Cheap checks of every input path and the output before models load (nothing is created)."""
-    read_image(job.reference, "--ref")  # exists, is a file, decodes
-    for name, path in job.input_paths().items():
-        flag = INPUT_FLAGS[name]
-        if not path.exists():
-            raise InputError(f"{flag} {path} does not exist")
-        if path.is_dir() and name not in ("pose_frames",):
-            raise InputError(f"{flag} {path} is a folder, not a file")
-    if job.driving is not None:
-        if Path(job.driving).suffix.lower() in IMAGE_SUFFIXES:
-            raise InputError(f"--driving {job.driving} is an image, not a video: give a video (or --pose-frames for drawn pose images)")
-        probe_video(job.driving)  # corrupt or zero-frame videos fail here, with their reason
-    if job.poses is not None:
-        load_poses(job.poses)
-    check_output(job)
-    if audio and job.writes_png_sequence:
-        raise InputError(f"--audio needs a video output, but --out {job.out} is a folder of PNG frames")
+    """Every check of one job that needs no model, what it opens dropped again (prefer
+    ``mimic.runtime.admission.admit``: it keeps them for the render)."""
+    check_job_paths(job, audio=audio)
+    _open_sources(job)
 
 
-def check_output(job: Job, others: list[Job] = ()) -> None:
-    """The output can be written, and writing it cannot destroy an input of this or another job."""
-    out = Path(job.out)
-    target = _canonical(out)
-    for other in (job, *others):
-        for name, path in other.input_paths().items():
-            source = _canonical(path)
-            whose = "the job's" if other is job else f"another job's ({other.out})"
-            if source == target:
-                raise InputError(f"--out {out} is {whose} {INPUT_FLAGS[name]} input: choose another output")
-            if job.writes_png_sequence and target in source.parents:
-                raise InputError(f"--out {out} holds {whose} {INPUT_FLAGS[name]} input {path}: the folder is replaced when the frames are written")
-    if job.writes_png_sequence:
-        check_writable(out / "frame_000001.png", create=False, what="--out")
-        check_writable(out, create=False, what="--out")  # the folder is swapped in whole
-        foreign = foreign_files(out)
-        if foreign:
-            raise InputError(f"--out {out} holds other files ({', '.join(foreign[:3])}): PNG frames go to a new or frames-only folder")
-    else:
-        if out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-            raise InputError(f"--out {out}: use an .mp4/.mov/.mkv file or a folder (numbered PNGs)")
-        check_writable(out, create=False, what="--out")
+def _open_sources(job: Job) -> tuple[np.ndarray, VideoInfo | None, PoseSequence | None]:
+    """The reference decoded (exists, is a file, decodes), the driving video probed (corrupt or
+    zero-frame videos fail here, with their reason), the pose file loaded."""
+    rgb = read_image(job.reference, "--ref")
+    video = probe_video(job.driving) if job.driving is not None else None
+    pose_file = load_poses(job.poses) if job.poses is not None else None
+    return rgb, video, pose_file
 
 
-def _canonical(path: Path) -> Path:
-    return Path(path).expanduser().resolve()
-
-
-def read_inputs(job: Job, config: GenerationConfig) -> RawInputs:
-    """Step 1: the reference (cropped to the output size) and the driving source, each opened once."""
-    reference = prepare_reference(read_image(job.reference, "--ref"), config.resolution)
-    hw = reference.shape[:2]
-    raw = RawInputs(job, reference)
-    if job.ref_pose is not None:
+def read_inputs(job: Job, config: GenerationConfig, raw: RawInputs | None = None) -> RawInputs:
+    """Step 1: the reference (cropped to the output size) and the driving source, each opened once.
+    ``raw``: what admission opened already; only the drawn pose images are read here."""
+    raw = raw if raw is not None else open_inputs(job, config)
+    hw = raw.reference.shape[:2]
+    ref_pose_image, pose_frames = raw.ref_pose_image, raw.pose_frames
+    if job.ref_pose is not None and ref_pose_image is None:
         single_image = Path(job.ref_pose).suffix.lower() in IMAGE_SUFFIXES
-        raw.ref_pose_image = _resized(read_image(job.ref_pose, "--ref-pose"), hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
-    if job.pose_frames is not None:
-        raw.pose_frames = _read_pose_frames(job.pose_frames, hw)
-    elif job.driving is not None:
-        raw.video = probe_video(job.driving)
-    else:
-        raw.pose_file = load_poses(job.poses)
-    return raw
+        ref_pose_image = _resized(read_image(job.ref_pose, "--ref-pose", background=0), hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
+    if job.pose_frames is not None and pose_frames is None:
+        pose_frames = _read_pose_frames(job.pose_frames, hw)
+    return replace(raw, ref_pose_image=ref_pose_image, pose_frames=pose_frames)
 
 
 def prepare_poses(raw: RawInputs, config: GenerationConfig, detector: Callable, pad: bool = True) -> JobInputs:
@@ -192,7 +164,7 @@ def _read_pose_frames(source: Path, hw: tuple[int, int]) -> np.ndarray:
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise InputError(f"no images in pose-frames folder {source}")
-        frames = (read_image(p) for p in files)
+        frames = (read_image(p, background=0) for p in files)
     else:
         frames = (rgb for _, rgb in iter_sampled_frames(source, 1))
     out = [_resized(rgb, hw) for rgb in frames]

@@ -16,6 +16,23 @@ Numerically this is the reference pipeline (``mimicmotion_ref.pipeline``): same 
 random draws for a seed (pixel noise in step 4, then one window of latent noise in step 5; on the
 main GPU when there is one, as the released script draws them: ``determinism``), same
 fusion, guidance and Euler step; restructured for speed and bounded host memory.
+
+Watching a job and controlling it are separate arguments:
+
+* ``hooks=``: observers. Any object with any subset of ``on_stage_end(name, seconds)``,
+  ``on_progress(done, total)`` and ``on_step_end(step, num_steps, latents)`` (subclass ``Hooks``
+  for no-op defaults), or a list of them: each callback reaches every observer that has it, in
+  list order (``Observers``). Checkpoints save in such an observer, placed first.
+* ``control=``: a ``JobControl``: the gates around denoising (the executor's turn), the polls
+  that may stop the job (cancelling), ``synchronize`` (device-synced phase timings) and
+  ``deterministic`` (resumable latents). Pieces compose with ``JobControl.join``: gates nest,
+  polls all run, the flags are OR-ed.
+
+    class Steps:                                          # an observer: any subset of the callbacks
+        def on_step_end(self, step, num_steps, latents): print(f"step {step}/{num_steps}")
+
+    mm.render(job, hooks=Steps())                         # one observer, or a list of them
+    generate(c, job, hooks=[saver, Steps()], control=JobControl(synchronize=True, polls=(check_cancel,)))
 """
 from __future__ import annotations
 
@@ -24,7 +41,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, ContextManager, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -37,7 +54,8 @@ from mimic.runtime.backend_api import Backend
 from mimic.runtime.decode import decode_frames
 from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
 from mimic.runtime.determinism import job_noise, promise_bit_identity
-from mimic.runtime.inputs import JobInputs, prepare_poses, read_inputs
+from mimic.runtime.admission import AdmittedJob
+from mimic.runtime.inputs import JobInputs, RawInputs, prepare_poses, read_inputs
 from mimic.runtime.jobs import Job
 from mimic.runtime.report import JobReport, write_report
 from mimic.spec import StageName
@@ -80,13 +98,13 @@ class FrameSink(Protocol):
 
 
 class Hooks:
-    """Callbacks ``generate()`` calls; override what you need (all no-ops here).
+    """An observer of one job: subclass and override any subset (all no-ops here), or pass any
+    object that has some of these methods. Observers only watch: how the job runs is ``JobControl``.
 
     ``on_stage_end``: after each timed phase (inputs, encode, denoise, decode_write) with seconds.
     ``on_progress``: after every UNet call, (done, total) over windows x steps.
     ``on_step_end``: after every denoising step with the fused latents (checkpoints, previews); the
     tensor is reused as working memory afterwards: copy or save it during the call.
-    ``denoise_turn``: a context manager around step 6 (the executor lets one job denoise at a time).
     """
 
     def on_stage_end(self, name: str, seconds: float) -> None:
@@ -98,15 +116,108 @@ class Hooks:
     def on_step_end(self, step: int, num_steps: int, latents: torch.Tensor) -> None:
         pass
 
+
+OBSERVER_CALLBACKS = ("on_stage_end", "on_progress", "on_step_end")
+CONTROL_NAMES = ("denoise_turn", "poll", "synchronize", "deterministic")  # JobControl's, never an observer's
+
+
+def _fan_out(name: str):
+    """The ``Observers`` method that calls ``name`` of every observer that has it, in order."""
+
+    def call(self, *args) -> None:
+        for callback in self._callbacks[name]:
+            callback(*args)
+
+    call.__name__ = name
+    return call
+
+
+class Observers:
+    """Observers composed: each callback goes to every observer that defines it, in list order.
+
+    ``Observers.of(x)`` accepts None, one observer, a list (nested lists and ``Observers`` are
+    flattened; None entries dropped) or an ``Observers``. An observer carrying job control
+    (``poll``, ``denoise_turn``, ``synchronize``, ``deterministic``) is refused: that goes to
+    ``JobControl``, so it is never silently ignored."""
+
+    def __init__(self, observers: Sequence = ()):
+        flat: list = []
+        for item in observers:
+            if item is None:
+                continue
+            if isinstance(item, Observers):
+                flat += item.observers
+            elif isinstance(item, (list, tuple)):
+                flat += Observers(item).observers
+            else:
+                control = [n for n in CONTROL_NAMES if hasattr(item, n)]
+                if control:
+                    raise TypeError(f"{type(item).__name__} has job control ({', '.join(control)}): pass it as control=JobControl(...), not as an observer")
+                flat.append(item)
+        self.observers = tuple(flat)
+        self._callbacks = {n: tuple(getattr(o, n) for o in flat if callable(getattr(o, n, None))) for n in OBSERVER_CALLBACKS}
+
+    @classmethod
+    def of(cls, hooks) -> "Observers":
+        if isinstance(hooks, Observers):
+            return hooks
+        return cls(hooks if isinstance(hooks, (list, tuple)) else [hooks])
+
+    on_stage_end = _fan_out("on_stage_end")
+    on_progress = _fan_out("on_progress")
+    on_step_end = _fan_out("on_step_end")
+
+
+@dataclass(frozen=True)
+class JobControl:
+    """How a job runs, as opposed to who watches it; pieces compose with ``JobControl.join``:
+    turn gates nest (the first piece's outermost), every poll runs (in order), ``synchronize`` and
+    ``deterministic`` are OR-ed.
+
+    ``turns``: context-manager factories entered around step 6 (the executor lets one job denoise
+    at a time). ``polls``: called between units of work (each UNet call, each decoded chunk): raise
+    to stop the job (cancelling); everything written so far is discarded cleanly.
+    ``synchronize``: phase timings wait for the device (benchmarks). ``deterministic``: the job's
+    latents may be resumed by another process (checkpoints): no cuDNN autotuning."""
+
+    turns: tuple[Callable[[], ContextManager], ...] = ()
+    polls: tuple[Callable[[], None], ...] = ()
+    synchronize: bool = False
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "turns", tuple(self.turns))
+        object.__setattr__(self, "polls", tuple(self.polls))
+
+    @classmethod
+    def join(cls, *pieces: "JobControl | None") -> "JobControl":
+        pieces = tuple(p for p in pieces if p is not None)
+        return cls(
+            turns=tuple(t for p in pieces for t in p.turns),
+            polls=tuple(f for p in pieces for f in p.polls),
+            synchronize=any(p.synchronize for p in pieces),
+            deterministic=any(p.deterministic for p in pieces),
+        )
+
+    @contextlib.contextmanager
     def denoise_turn(self):
-        return contextlib.nullcontext()
+        with contextlib.ExitStack() as stack:
+            for turn in self.turns:
+                stack.enter_context(turn())
+            yield
 
     def poll(self) -> None:
-        """Called between units of work (each UNet call, each decoded chunk): raise here to stop the
-        job (the executor cancels jobs this way); everything written so far is discarded cleanly."""
+        for poll in self.polls:
+            poll()
 
-    synchronize = False  # True: phase timings wait for the device (benchmarks)
-    deterministic = False  # True: the job's latents may be resumed by another process (checkpoints)
+
+@dataclass(frozen=True)
+class _StepCallbacks:
+    """What the denoising loops call (``denoise.StepHooks``): the observers' and the control's."""
+
+    on_progress: Callable[[int, int], None]
+    on_step_end: Callable[[int, int, torch.Tensor], None]
+    poll: Callable[[], None]
 
 
 class FrameCollector:
@@ -133,40 +244,52 @@ def in_memory_job(config: GenerationConfig) -> Job:
 @torch.inference_mode()
 def generate(
     c: Components,
-    job: Job,
+    job: Job | AdmittedJob,
     *,
-    inputs: JobInputs | None = None,
+    inputs: JobInputs | RawInputs | None = None,
     sink: FrameSink | None = None,
-    hooks: Hooks | None = None,
+    hooks=None,
+    control: JobControl | None = None,
     stream=None,
     noise: torch.Tensor | None = None,
     resume: tuple[int, torch.Tensor] | None = None,
 ) -> JobReport:
     """Render ``job`` and return its report.
 
-    ``inputs``: already-read inputs (steps 1-2 skipped; the demo and benchmarks use this).
+    ``job``: an ``AdmittedJob`` (``mimic.runtime.admission.admit``: checked, its settings resolved
+    and its inputs opened once: step 1 reuses them) or a plain ``Job`` (read here, unchecked).
+    ``inputs``: already-prepared ``JobInputs`` (steps 1-2 skipped; the demo and benchmarks use this)
+    or step 1's ``RawInputs`` (only the drawn pose frames still to read).
     ``sink``: receive the frames instead of writing ``job.out`` (no file, no report is written).
+    ``hooks``: observers (``Hooks``; one, a list, or ``Observers``); ``control``: ``JobControl``.
     ``stream``: the CUDA stream every stage is enqueued on (None: the current stream).
     ``noise``: the initial latent noise (1, F, 4, h, w) instead of the seeded draw (parity tests).
-    ``resume``: (k, latents) saved by ``Hooks.on_step_end`` after step k of the same job: steps 1-5
+    ``resume``: (k, latents) saved by an ``on_step_end`` observer after step k of the same job: steps 1-5
     run as usual (they are deterministic for the seed), then denoising continues from step k + 1;
     the result is identical to an uninterrupted run.
     """
-    hooks = hooks or Hooks()
+    observers, control = Observers.of(hooks), control or JobControl()
+    steps = _StepCallbacks(observers.on_progress, observers.on_step_end, control.poll)
+    admitted = job if isinstance(job, AdmittedJob) else None
+    job = admitted.job if admitted else job
     report = JobReport(job)
     report.resumed_from_step = resume[0] if resume is not None else None
-    config = job.config(c.base_config)
+    config = admitted.config if admitted else job.config(c.base_config)
     backend, dt, dev = c.backend, c.dtype, c.device
-    timer = _PhaseTimer(report, hooks, dev)
-    if dev.type == "cuda" and (c.workers or resume is not None or getattr(hooks, "deterministic", False)):
+    timer = _PhaseTimer(report, observers.on_stage_end, control.synchronize, dev)
+    if dev.type == "cuda" and (c.workers or resume is not None or control.deterministic):
         promise_bit_identity()  # several GPUs, or another process's latents: no cuDNN autotuning
 
     with timer("inputs"):
-        # 1. inputs
-        if inputs is None:
-            raw = read_inputs(job, config)
+        report.warnings += admitted.warnings if admitted else job.warnings
+        if admitted and inputs is None:
+            inputs = admitted.inputs
+        if not isinstance(inputs, JobInputs):
+            # 1. inputs (what admission opened is reused; drawn pose frames are read now, once)
+            raw = read_inputs(job, config, inputs)
             # 2. poses
             inputs = prepare_poses(raw, config, c.detector, pad=c.pad_short)
+            del raw
         report.warnings += inputs.warnings
         num_frames, height, width = check_shapes(inputs.reference, len(inputs.poses), (inputs.poses.height, inputs.poses.width), config.window)
 
@@ -195,13 +318,13 @@ def generate(
             latents = resume[1].to(dev, dt)
 
     # 6. windowed denoising with progressive latent fusion
-    with hooks.denoise_turn(), timer("denoise"):
+    with control.denoise_turn(), timer("denoise"):
         if c.workers:
             from mimic.runtime.parallel import denoise_parallel
 
-            latents = denoise_parallel(c.backends, plan, cond, inputs.poses, latents, hooks, stream)
+            latents = denoise_parallel(c.backends, plan, cond, inputs.poses, latents, steps, stream)
         else:
-            latents = denoise(backend, plan, cond, inputs.poses, latents, hooks, stream)
+            latents = denoise(backend, plan, cond, inputs.poses, latents, steps, stream)
     del cond
 
     with timer("decode_write"):
@@ -218,7 +341,7 @@ def generate(
                 keep = frames[max(0, 1 - start) : max(0, 1 + inputs.num_output - start)]
                 if len(keep):
                     writer.write(keep)
-                hooks.poll()
+                control.poll()
         report.frames = writer.frames_written
         if sink is None:
             report.output = Path(job.out)
@@ -251,11 +374,11 @@ def _copy_audio(job: Job, inputs: JobInputs, report: JobReport) -> None:
 
 
 class _PhaseTimer:
-    """``with timer(name):`` records the phase's seconds in the report and tells the hooks."""
+    """``with timer(name):`` records the phase's seconds in the report and tells the observers."""
 
-    def __init__(self, report: JobReport, hooks: Hooks, device: torch.device):
-        self.report, self.hooks = report, hooks
-        self.sync = hooks.synchronize and device.type == "cuda"
+    def __init__(self, report: JobReport, on_stage_end: Callable[[str, float], None], synchronize: bool, device: torch.device):
+        self.report, self.on_stage_end = report, on_stage_end
+        self.sync = synchronize and device.type == "cuda"
         self.device = device
 
     @contextlib.contextmanager
@@ -268,4 +391,4 @@ class _PhaseTimer:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
         self.report.seconds[name] = seconds
-        self.hooks.on_stage_end(name, seconds)
+        self.on_stage_end(name, seconds)

@@ -2,6 +2,7 @@
 
 On a terminal it is a tqdm bar; otherwise (a log file, a render farm's job log) a plain line per
 update, at most every ``min_interval_s`` seconds and always at the end, so logs stay readable.
+Both reporters are observers (``pipeline.Hooks``): they watch a job, they never control it.
 """
 from __future__ import annotations
 

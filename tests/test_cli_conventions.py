@@ -133,13 +133,14 @@ def test_version_is_the_installed_distributions():
     assert result.exit_code == 0 and result.output.strip() == f"mimic {md.version('mimic-engine')}"
 
 
-def test_choices_read_from_source_are_the_real_tuples(tmp_path, monkeypatch):
-    from mimic.model.presets import PRESETS
-    from mimic.runtime.api import BACKENDS
+def test_choices_are_the_real_tuples():
+    from mimic.model.presets import PRESETS, PRESET_NAMES
+    from mimic.runtime import api
+    from mimic.runtime.backend_ort import OnnxRuntimeBackend
+    from mimic.runtime.backend_torch import TorchBackend
 
-    assert conventions.BACKENDS == BACKENDS and conventions.PRESETS == PRESETS
-    with pytest.raises(RuntimeError, match="NOPE"):
-        conventions.source_tuple("runtime/api.py", "NOPE")
+    assert conventions.PRESETS == PRESET_NAMES == tuple(PRESETS)
+    assert api.BACKENDS == conventions.BACKENDS and {TorchBackend.name, OnnxRuntimeBackend.name} < set(conventions.BACKENDS)
 
 
 # ------------------------------------------------------------------------------ sizes, devices

@@ -166,8 +166,8 @@ def test_killed_worker_is_replaced_and_its_job_resumes_identically_while_bad_inp
         killed, bad = [f.result(timeout=TEST_SECONDS) for f in futures]
     assert marker.exists()  # the worker really died
     assert killed.outcome == "done" and killed.attempts == 2
-    assert killed.history[0]["outcome"] == "lost" and killed.history[1]["outcome"] == "done"
-    assert killed.history[1]["pid"] != int(marker.read_text())
+    assert killed.history[0].outcome == "lost" and killed.history[1].outcome == "done"
+    assert killed.history[1].pid != int(marker.read_text())
     assert killed.resumed_from_step == 1  # the retry continued from the dead worker's checkpoint
     assert _frames(tmp_path / "a") == _frames(sequential / "a")
     assert not (tmp_path / "a.checkpoint").exists()

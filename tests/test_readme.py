@@ -26,10 +26,13 @@ def test_readme_has_python_examples():
 @pytest.mark.parametrize("index", range(len(python_blocks())))
 def test_readme_python_block_runs(index, tiny_cache, tmp_path, monkeypatch):
     """The code runs unchanged; only the tiny preset's defaults shrink (2 steps, 128 px) for speed."""
+    import dataclasses
+
     from mimic.model import presets
 
-    quick = presets.TINY_GENERATION.with_overrides(steps=2, resolution=128, window=6, overlap=2)
-    monkeypatch.setattr(presets, "TINY_GENERATION", quick)
+    tiny = presets.PRESETS["tiny"]
+    quick = tiny.defaults.with_overrides(steps=2, resolution=128, window=6, overlap=2)
+    monkeypatch.setitem(presets.PRESETS, "tiny", dataclasses.replace(tiny, defaults=quick))
     monkeypatch.chdir(tmp_path)
     for name in ("a.png", "b.png", "person.png"):
         cv2.imwrite(name, synthetic_reference(400, 224)[:, :, ::-1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mimic.model.tiny import CLIP_CONFIG, FEATURE_EXTRACTOR_CONFIG, MODEL_INDEX, SCHEDULER_CONFIG, UNET_CONFIG, VAE_CONFIG
-from mimic.model.toy_preset import TOY_GENERATION, WEIGHTS_DIR  # noqa: F401  (defined once, below the toy layer)
+from mimic.model.presets import TOY_GENERATION, TOY_WEIGHTS_DIR as WEIGHTS_DIR  # noqa: F401  (defined once, in the preset table)
 
 TRAIN_LOG = Path(__file__).resolve().parent / "train_log.csv"
 TRAIN_SUMMARY = Path(__file__).resolve().parent / "train_summary.json"
