@@ -201,6 +201,42 @@ def foreign_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not _OWN_FILES.match(p.name))
 
 
+def remove_stale_folders(folder: Path, kinds: tuple[str, ...]) -> list[Path]:
+    """Remove the ``.NAME.PID.part`` (and ``.NAME.PID.old``) folders beside ``folder`` left by a
+    render of the same output whose process is gone (SIGKILL, power loss): nothing else would ever
+    delete them. A folder whose PID is alive is kept, even if the PID was reused (a later render
+    removes it). Returns the removed folders."""
+    folder = Path(folder)
+    stem, suffix = re.escape(folder.stem), re.escape(folder.suffix)
+    names = re.compile(rf"^\.{stem}\.(\d+)\.part{suffix}$") if "part" in kinds else None
+    olds = re.compile(rf"^\.{re.escape(folder.name)}\.(\d+)\.old$") if "old" in kinds else None
+    removed = []
+    try:
+        siblings = list(folder.parent.iterdir())
+    except OSError:
+        return removed
+    for path in siblings:
+        match = (names and names.match(path.name)) or (olds and olds.match(path.name))
+        if match and path.is_dir() and not path.is_symlink() and not _alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one of another user counts). Outside POSIX
+    every PID counts as alive: there ``os.kill(pid, 0)`` would terminate the process."""
+    if os.name != "posix" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process, or no PID at all: keep the folder
+        return True
+    return True
+
+
 class PngSequenceWriter:
     """Numbered PNGs ``frame_000001.png`` ... rendered into a temporary folder beside ``folder`` and
     swapped in whole on a clean close: a reader never sees old and new frames mixed, and frames of an
@@ -217,6 +253,7 @@ class PngSequenceWriter:
         self.frames_written = 0
         self._tmp = temp_path(self.folder)
         shutil.rmtree(self._tmp, ignore_errors=True)
+        remove_stale_folders(self.folder, ("part",))
         self._tmp.mkdir()
 
     def write(self, frames: np.ndarray) -> None:
@@ -243,6 +280,7 @@ class PngSequenceWriter:
                 os.replace(old, self.folder)
             raise InputError(f"cannot write {self.folder}: {err.strerror or err}") from None
         shutil.rmtree(old, ignore_errors=True)
+        remove_stale_folders(self.folder, ("part", "old"))  # a killed render's leftovers, now superseded
         fsync_dir(self.folder.parent)
 
     def __enter__(self) -> "PngSequenceWriter":

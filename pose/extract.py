@@ -7,9 +7,10 @@ at the same size, so F = 1 + N.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
+from time import monotonic
 
 import numpy as np
 
@@ -26,28 +27,76 @@ from .sheet import write_contact_sheet
 
 log = logging.getLogger(__name__)
 PREVIEW_LONG_SIDE = 640
+PROGRESS_EVERY_S = 5.0  # at most one progress line per this many seconds
 
 
 def extract_video_poses(detector: DWPoseDetector, video_path: str | Path, sample_stride: int = 2,
-                        batch_size: int = 8, info: VideoInfo | None = None) -> PoseSequence:
-    """Stream the time-sampled frames of ``video_path`` through ``detector`` in batches; logs the
-    throughput (INFO). ``info`` is the video's :func:`probe_video` result when the caller has it."""
+                        batch_size: int = 8, info: VideoInfo | None = None,
+                        progress: Callable[[int, int | None], None] | None = None) -> PoseSequence:
+    """Stream the time-sampled frames of ``video_path`` through ``detector`` in batches. ``info`` is
+    the video's :func:`probe_video` result when the caller has it.
+
+    A long video takes minutes, so progress is logged (INFO) at most every
+    :data:`PROGRESS_EVERY_S` and at the end: frames done of the expected total (from the probed
+    length), frames per second (decoding included) and an ETA. ``progress(done, total)`` is called
+    after every batch, for callers that draw a bar (``total`` None where the length is unknown)."""
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
     info = info if info is not None else probe_video(video_path)
+    name = Path(video_path).name
+    total = expected_samples(info, sample_stride)
     times: list[float] = []
 
-    def frames() -> Iterator[np.ndarray]:
+    def sampled() -> Iterator[np.ndarray]:
         for timestamp, rgb in iter_sampled_frames(video_path, sample_stride):
             times.append(timestamp)
             yield rgb
 
-    start = time.perf_counter()
-    poses = detector.detect_frames(frames(), batch_size)
-    elapsed = time.perf_counter() - start
+    frames = sampled()
+    poses: list[PoseFrame] = []
+    start = logged = monotonic()
+    while batch := list(islice(frames, batch_size)):
+        poses.extend(detector.detect_frames(batch, batch_size))
+        total = max(total, len(poses)) if total is not None else None
+        if progress is not None:
+            progress(len(poses), total)
+        now = monotonic()
+        if now - logged >= PROGRESS_EVERY_S:
+            log.info(_progress_line(name, len(poses), total, now - start))
+            logged = now
+    elapsed = monotonic() - start
+    if progress is not None and total != len(poses):
+        progress(len(poses), len(poses))
     rate = len(poses) / elapsed if elapsed > 0 else 0.0
-    log.info(f"DWPose: {len(poses)} frames of {Path(video_path).name} in {elapsed:.1f} s "
-             f"({rate:.1f} frames/s including decoding)")
+    log.info(f"DWPose: {len(poses)} frames of {name} in {elapsed:.1f} s ({rate:.1f} frames/s including decoding)")
     return PoseSequence(tuple(poses), tuple(times), (info.height, info.width), info.fps, sample_stride,
-                        frame_stride(sample_stride, info.fps), Path(video_path).name, rate)
+                        frame_stride(sample_stride, info.fps), name, rate)
+
+
+def expected_samples(info: VideoInfo, sample_stride: int) -> int | None:
+    """How many frames :func:`iter_sampled_frames` yields (one every ``frame_stride`` frames), from
+    the probed frame count or duration; None where the container states neither."""
+    stride = frame_stride(sample_stride, info.fps)
+    frames = info.frame_count or (round(info.duration_s * info.fps) if info.duration_s and info.fps > 0 else 0)
+    return -(-frames // stride) if frames > 0 else None
+
+
+def _progress_line(name: str, done: int, total: int | None, elapsed_s: float) -> str:
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    if total is None:
+        return f"DWPose: {done} frames of {name}, {rate:.1f} frames/s"
+    eta = f"ETA {_duration(max(0, total - done) / rate)}" if rate > 0 else "ETA unknown"
+    return f"DWPose: {done}/{total} frames of {name} ({100 * done // total}%), {rate:.1f} frames/s, {eta}"
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def render_pose_images(ref_pose: PoseFrame, driving_poses: Sequence[PoseFrame], ref_hw: tuple[int, int],

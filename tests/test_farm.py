@@ -88,18 +88,26 @@ def _frames(folder: Path) -> list[str]:
 
 
 def test_farm_renders_like_sequential_run_and_a_bad_job_fails_alone(cluster, sequential, inputs, tmp_path, capsys):
+    """Also: the jobs file in the CLI's words (``ref``, ``fps``...) renders like the old names, a bad
+    value (``steps: two``) fails alone, and the run's rounded --resolution is in every job's report."""
     ref, video, _ = inputs
     jobs = _jobs(ref, video, tmp_path)
+    jobs[0] = {"ref": jobs[0]["reference"], "driving": jobs[0]["driving"], "out": jobs[0]["out"]}  # the CLI's words; sequential used the old names
     jobs.insert(1, {"reference": str(tmp_path / "missing.png"), "driving": str(video), "out": str(tmp_path / "bad")})
+    jobs.append({"ref": str(ref), "driving": str(video), "out": str(tmp_path / "bad2"), "steps": "two"})
     jobs_file = tmp_path / "jobs.yaml"
     jobs_file.write_text(json.dumps(jobs))
-    code, stdout, stderr = run_cli(["farm", "--jobs", str(jobs_file), "--workers", "2", "--preset", "tiny", "--device", "cpu", *SMALL_ARGS], capsys)
+    code, stdout, stderr = run_cli(["farm", "--jobs", str(jobs_file), "--workers", "2", "--preset", "tiny", "--device", "cpu", *SMALL_ARGS,
+                                    "--resolution", "150"], capsys)  # rounded to SMALL_ARGS' 128, with a warning
     assert code == 1, (stdout, stderr)  # not every job rendered
     for name in ("a", "c"):
         assert _frames(tmp_path / name) == _frames(sequential / name), name
+        assert "resolution 150 is not a multiple of 64; using 128" in json.loads((tmp_path / name / "report.json").read_text())["warnings"]
     assert _frames(tmp_path / "a") != _frames(tmp_path / "c")
     report = json.loads((tmp_path / "jobs.farm-report.json").read_text())
-    assert (report["jobs"], report["done"], report["failed"]) == (3, 2, 1)
+    assert (report["jobs"], report["done"], report["failed"]) == (4, 2, 2)
+    bad2 = report["results"][3]
+    assert bad2["outcome"] == "failed" and bad2["exit_code"] == 2 and bad2["error"] == "--steps must be an integer, got 'two'"
     assert {w["worker"] for w in report["workers"]} == {"w0", "w1"}
     by_out = {Path(r["out"]).name: r for r in report["results"]}
     bad = by_out["bad"]
@@ -108,7 +116,7 @@ def test_farm_renders_like_sequential_run_and_a_bad_job_fails_alone(cluster, seq
         r = by_out[name]
         assert r["outcome"] == "done" and r["attempts"] == 1 and r["worker"] in ("w0", "w1") and r["seconds"] > 0 and r["frames"] == 10
     assert not (tmp_path / "bad").exists()
-    assert "error: job 2" in stderr and "farm: 2 done, 1 failed" in stderr
+    assert "error: job 2" in stderr and "error: job 4" in stderr and "farm: 2 done, 2 failed" in stderr
 
 
 @pytest.mark.slow
