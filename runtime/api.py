@@ -26,7 +26,7 @@ from mimic.model.model_info import ModelInfo
 from mimic.model.weights import WeightsLayout, fetch_svd
 from mimic.runtime.admission import AdmittedJob, admit
 from mimic.runtime.jobs import Job
-from mimic.runtime.memory import preflight
+from mimic.runtime.memory import NO_CUDA_TORCH, preflight
 from mimic.runtime.pipeline import Components, JobControl, generate
 from mimic.runtime.report import JobReport
 
@@ -85,6 +85,13 @@ def parse_devices(value: str) -> str:
     return ",".join(entries)
 
 
+def _check_job(job, method: str) -> None:
+    """A dict or a path is not a job: one line saying how to build one (not an AttributeError deep inside)."""
+    if not isinstance(job, (Job, AdmittedJob)):
+        raise InputError(f"{method}() takes a mimic.runtime.jobs.Job (or an AdmittedJob), got {type(job).__name__}: "
+                         "build one with Job(reference=..., driving=..., out=...)")
+
+
 class MimicMotion:
     """Holds one backend (models/sessions/engines loaded once) and renders jobs with it."""
 
@@ -93,6 +100,8 @@ class MimicMotion:
         self.devices = [torch.device(d) for d in options.devices]
         self.device = self.devices[0]
         if self.device.type == "cuda":
+            if not torch.backends.cuda.is_built():
+                raise InputError(NO_CUDA_TORCH)  # the preflight's line, not torch's AssertionError later
             if not torch.cuda.is_available():
                 raise InputError("--device cuda but PyTorch sees no CUDA GPU here")
             missing = sorted({str(d) for d in self.devices if (d.index or 0) >= torch.cuda.device_count()})
@@ -170,12 +179,14 @@ class MimicMotion:
     def admit(self, job: Job | AdmittedJob, others: Sequence[Job | AdmittedJob] = ()) -> AdmittedJob:
         """``admission.admit`` with this engine's settings and audio option, and the memory check
         against the loaded backend (raises MimicError on bad input; an ``AdmittedJob`` is kept)."""
+        _check_job(job, "admit")
         return admit(job, self.base_config, audio=self.options.audio, others=others, memory_check=self._fits)
 
     def render(self, job: Job | AdmittedJob, hooks=None, control: JobControl | None = None) -> JobReport:
         """Admit (``admit``: checks, inputs opened once), then run one job start to finish.
         ``hooks``: observers, one or a list (``pipeline.Hooks``: ``on_stage_end``, ``on_progress``,
         ``on_step_end``, any subset); ``control``: a ``pipeline.JobControl`` (cancelling polls...)."""
+        _check_job(job, "render")
         return generate(self.components, self.admit(job), hooks=hooks, control=control)
 
     def _fits(self, config: GenerationConfig) -> None:

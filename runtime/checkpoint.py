@@ -7,7 +7,8 @@ What a checkpoint holds (one folder per job: ``OUT.checkpoint/`` beside the outp
 * ``latents_KKKK.bin``: the raw bytes of the fused latents after step KKKK (written first);
 * ``checkpoint.json``: the step index, the tensor's shape and dtype, the sha256 of the latents file,
   the seed, and the job's key: a sha256 of the input files' bytes, the job's settings and the weights
-  (written second, so it never names a file that is not complete).
+  with the backend, precision, device kind and GPU model: what changes the bits, not the worker
+  count (written second, so it never names a file that is not complete).
 
 Why this is all the state there is: in ``generate()`` steps 1-5 (inputs, poses, embedding,
 reference latents, conditioning and the seeded noise) are deterministic for the job's seed and are
@@ -15,7 +16,8 @@ simply recomputed, and denoising draws no random numbers after step 5; the sched
 step index. So ``generate(..., resume=(k, latents))`` renders frames byte-identical to an
 uninterrupted run. A checkpoint whose key does not match (other inputs, settings, seed or weights)
 is ignored with a warning and replaced; the folder is removed once the job's output is published.
-A checkpoint that cannot be written (full disk) is a warning, never a failed job.
+A checkpoint that cannot be written (full disk) is a warning, never a failed job. Every such warning
+is in the job's report too.
 """
 from __future__ import annotations
 
@@ -81,10 +83,34 @@ def inputs_digest(job: Job) -> str:
     return h.hexdigest()
 
 
+def device_identity(device: str) -> str:
+    """What of a ``--device`` list changes a job's bits: the device kind, and on CUDA the GPU models.
+    Not the worker count or the indices: workers of one model give the one-device bits
+    (``runtime/parallel.py``), so a ``cpu`` checkpoint resumes under ``cpu,cpu`` and back. Mixed
+    GPU models: the models in worker order (which windows each one computes)."""
+    entries = [d.strip() for d in str(device).split(",") if d.strip()]
+    kinds = sorted({d.partition(":")[0] for d in entries})
+    if kinds != ["cuda"]:
+        return ",".join(kinds)
+    models = [_gpu_model(d) for d in entries]
+    return "cuda:" + (models[0] if len(set(models)) == 1 else ",".join(models))
+
+
+def _gpu_model(device: str) -> str:
+    """The GPU's name (``NVIDIA H100 80GB HBM3``), or ``?`` where PyTorch cannot tell."""
+    try:
+        if not torch.cuda.is_available():
+            return "?"
+        index = torch.device(device).index
+        return torch.cuda.get_device_name(torch.cuda.current_device() if index is None else index)
+    except (AssertionError, RuntimeError):
+        return "?"
+
+
 def weights_fingerprint(layout, facts: dict | None = None) -> str:
     """Identity of the weights a backend was loaded from (sizes plus the first and last MiB of every
     file, so it is the same on every node of a farm reading the same files) and of the backend,
-    device type and precision (their outputs differ in the last bits)."""
+    device (``device_identity``: kind and GPU model) and precision (their outputs differ in the last bits)."""
     h = hashlib.sha256()
     for name in ("svd", "checkpoint", "det_model", "pose_model"):
         value = getattr(layout, name, None)
@@ -94,7 +120,7 @@ def weights_fingerprint(layout, facts: dict | None = None) -> str:
         else:
             h.update(str(value).encode())  # a hub id
     facts = facts or {}
-    device = str(facts.get("device", "")).split(":")[0]
+    device = device_identity(facts.get("device", ""))
     h.update(json.dumps([facts.get("backend"), device, facts.get("precision")]).encode())
     return h.hexdigest()
 
@@ -128,6 +154,12 @@ class CheckpointStore:
         self.folder, self.key, self.seed = Path(folder), key, seed
         self.disabled = False  # set after a failed write: the job goes on without checkpoints
         self.save_seconds: list[float] = []
+        self.warnings: list[str] = []  # every warning printed, for the job's report
+
+    def _warn(self, message: str) -> None:
+        """Print ``message`` and keep it for the job's report (README: every warning printed for a job)."""
+        log.warning(f"warning: {message}")
+        self.warnings.append(message)
 
     @property
     def manifest(self) -> Path:
@@ -151,7 +183,7 @@ class CheckpointStore:
             atomic_write_text(self.manifest, json.dumps(manifest, indent=1) + "\n")
         except OSError as err:
             self.disabled = True
-            log.warning(f"warning: cannot write checkpoint in {self.folder} ({err.strerror or err}); the job goes on without checkpoints")
+            self._warn(f"cannot write checkpoint in {self.folder} ({err.strerror or err}); the job goes on without checkpoints")
             self._drop_incomplete()
             return False
         for old in self.folder.glob("latents_*.bin"):
@@ -168,7 +200,7 @@ class CheckpointStore:
         try:
             manifest = json.loads(self.manifest.read_text())
             if manifest.get("format") != FORMAT or manifest.get("key") != self.key:
-                log.warning(f"warning: ignoring the checkpoint in {self.folder}: it was made for other inputs, settings or weights; starting over")
+                self._warn(f"ignoring the checkpoint in {self.folder}: it was made for other inputs, settings or weights; starting over")
                 return None
             data = (self.folder / manifest["file"]).read_bytes()
             if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
@@ -177,7 +209,7 @@ class CheckpointStore:
             latents = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(shape) if data else torch.empty(shape, dtype=dtype)
             return int(manifest["step"]), latents
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
-            log.warning(f"warning: ignoring the damaged checkpoint in {self.folder} ({err}); starting over")
+            self._warn(f"ignoring the damaged checkpoint in {self.folder} ({err}); starting over")
             return None
 
     def remove(self) -> None:
@@ -240,7 +272,8 @@ def generate_resumable(components: Components, job: Job | AdmittedJob, policy: C
     """``generate()`` with checkpoints: resume from the job's last matching checkpoint (the report
     says ``resumed_from_step``), save every ``policy.every`` steps (``CheckpointHooks`` before
     ``hooks``), remove the folder once the output and its report are published. A failed or
-    interrupted job keeps its checkpoint. ``render``: the pipeline function (``generate``; the
+    interrupted job keeps its checkpoint. The store's warnings (a foreign or damaged checkpoint, a
+    failed write) go into the job's report. ``render``: the pipeline function (``generate``; the
     executor passes the one it uses)."""
     plain, config = (job.job, job.config) if isinstance(job, AdmittedJob) else (job, None)
     store = policy.store(components, plain, config)
@@ -254,7 +287,7 @@ def generate_resumable(components: Components, job: Job | AdmittedJob, policy: C
     if policy.every:
         saver = CheckpointHooks(store, policy.every)
         hooks, control = [saver, hooks], JobControl.join(control, saver.control)
-    report = render(components, job, hooks=hooks, control=control, stream=stream, resume=resume)
+    report = render(components, job, hooks=hooks, control=control, stream=stream, resume=resume, warnings=store.warnings)
     store.remove()
     return report
 

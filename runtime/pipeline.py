@@ -253,6 +253,7 @@ def generate(
     stream=None,
     noise: torch.Tensor | None = None,
     resume: tuple[int, torch.Tensor] | None = None,
+    warnings: Sequence[str] = (),
 ) -> JobReport:
     """Render ``job`` and return its report.
 
@@ -267,6 +268,8 @@ def generate(
     ``resume``: (k, latents) saved by an ``on_step_end`` observer after step k of the same job: steps 1-5
     run as usual (they are deterministic for the seed), then denoising continues from step k + 1;
     the result is identical to an uninterrupted run.
+    ``warnings``: more warnings printed for the job, for its report; read when the report is made
+    (a live list: the checkpoint store's, to which a failed save adds while the job runs).
     """
     observers, control = Observers.of(hooks), control or JobControl()
     steps = _StepCallbacks(observers.on_progress, observers.on_step_end, control.poll)
@@ -347,6 +350,7 @@ def generate(
             report.output = Path(job.out)
             if c.audio and inputs.audio_source is not None and not job.writes_png_sequence:
                 _copy_audio(job, inputs, report)
+    report.warnings += warnings
     if sink is None:
         write_report(job, report, config, c.facts)
     return report
