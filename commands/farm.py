@@ -23,6 +23,11 @@ FARM_HELP = (
     "Render every job of a jobs file (the `mimic run --jobs` format) on a Ray cluster.\n\n"
     "Without --address a private local cluster starts (127.0.0.1 only, token authentication): one worker per GPU, or "
     "--workers N (CPU workers with --device cpu). --address auto|HOST:PORT joins a cluster started with `ray start`. "
+    "Sizing: CPU workers at most one per core (os.cpu_count()) and at most the available memory / one worker's need (the "
+    "memory preflight's estimate of one job at the run's settings); GPU workers at most the GPUs / --devices-per-worker; "
+    "with --address the cluster's own CPUs/GPUs decide. More is refused (exit 2) before any worker starts; more workers "
+    "than jobs is no error, only as many as jobs start. Each job's memory is checked as `mimic run` checks it before a "
+    "worker renders it (a job that cannot fit fails alone, exit 2). "
     "Each worker loads the weights once; a job whose worker dies is retried on another (--retries), resuming from its "
     "last checkpoint; a job with bad input fails alone. Inputs and outputs must be paths every worker sees (shared storage).\n\n"
     "A JSON farm report (per job: worker, attempts, seconds, outcome) is written (--report). Exit code 0 when every job "
@@ -41,7 +46,7 @@ def farm(
     ctx: typer.Context,
     jobs: Optional[Path] = typer.Option(None, "--jobs", help="Jobs file (the `mimic run --jobs` format; README, \"Jobs files\")."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster: auto or HOST:PORT (default: start a private local one)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help=f"Workers (default: one per GPU; 1 on CPU). {in_range(1)}"),
+    workers: Optional[int] = typer.Option(None, "--workers", help=f"Workers (default: one per GPU; 1 on CPU; at most the cores/memory/GPUs, see above). {in_range(1)}"),
     devices_per_worker: int = typer.Option(1, "--devices-per-worker", help=f"Devices per worker: each job's windows split over them (GPUs per Ray actor). {in_range(1)}"),
     retries: int = typer.Option(2, "--retries", help=f"Retries of a job whose worker died or ran out of memory. {in_range(0)}"),
     report: Optional[Path] = typer.Option(None, "--report", help="Farm report JSON (default: JOBS.farm-report.json beside the jobs file)."),
@@ -89,6 +94,7 @@ def farm_command(*, jobs_file, address=None, workers=None, devices_per_worker=1,
     base, run_warnings, entries = resolve_batch(weight_choice.preset, rc.config, overrides or {}, lambda _: load_jobs_file(jobs_file))
 
     from mimic.farm.farm import Farm
+    from mimic.farm.signals import held
     from mimic.farm.view import FarmView
 
     options = runtime_options(rc, "cpu" if device == "auto" else device)
@@ -98,13 +104,13 @@ def farm_command(*, jobs_file, address=None, workers=None, devices_per_worker=1,
                 checkpoint_every=rc.checkpoint_every, checkpoint_dir=rc.checkpoint_dir, resume=rc.resume, jobs_per_worker=jobs_per_worker,
                 auto_device=device == "auto")
     try:
-        farm.start()
-        report = farm.run(entries, view=FarmView() if progress == "auto" else None)
+        report = farm.run(entries, view=FarmView() if progress == "auto" else None)  # sizes, admits, starts, renders
     finally:
-        if farm.cluster is not None or farm._results:
-            written = farm.report().write(report_path)
-            log.info(f"farm report: {written}")
-        farm.close()
+        with held():  # the report and the clean-up run to their end; a signal meanwhile is answered after them
+            if any(r.outcome != "pending" for r in farm._results):  # not when the farm could not start (one line says why)
+                written = farm.report().write(report_path)
+                log.info(f"farm report: {written}")
+            farm.close()
     done = len(report.results) - len(report.failed)
     (log.error if report.failed else log.info)(f"farm: {done} done, {len(report.failed)} failed in {report.seconds:.1f} s")
     return report.exit_code

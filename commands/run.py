@@ -97,7 +97,8 @@ def run_command(*, ref=None, driving=None, pose=None, pose_frames=None, ref_pose
     options = runtime_options(rc, device)
     layout = weight_choice.layout()
     runnable, refused = screen(runnable, base, rc.audio, refused, lambda job: preflight(
-        layout, job.config(base), options.backend, options.main_device, options.dtype == torch.float32))
+        layout, job.config(base), options.backend, options.main_device, options.dtype == torch.float32,
+        workers=options.devices.count(options.main_device)))
     if not runnable:
         return len(refused)
 

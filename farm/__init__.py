@@ -2,8 +2,9 @@
 once), ``JobResult`` / ``FarmReport``, the Ray Data callable ``RenderBatch`` and the Open Job
 Description template writer. Ray is the optional ``farm`` extra; nothing here imports it until a
 farm starts. Modules: ``farm`` (Ray glue), ``schedule`` (every decision, Ray-free), ``worker``
-(the actor), ``outcome`` / ``results`` (what workers and the farm report), ``cluster``, ``view``,
-``data``, ``openjd``.
+(the actor), ``outcome`` / ``results`` (what workers and the farm report), ``sizing`` (how many
+workers, each job's memory), ``signals`` (Ctrl-C/SIGTERM with Ray in the process), ``cluster``,
+``view``, ``data``, ``openjd``.
 """
 from __future__ import annotations
 

@@ -20,22 +20,32 @@ error that ends the worker) or that ran out of memory is queued again, preferabl
 worker, up to ``retries`` more times; the retry resumes from the job's last checkpoint. A job that
 fails on bad input (or NaN, or a bug) is final and does not stop the others. Inputs and outputs are
 paths on storage every worker sees at the same path; every output is published atomically.
+
+Sizing (``mimic.farm.sizing``): no more workers than the machine (cores, memory) or the cluster
+(CPUs, GPUs) holds, refused before any worker starts, and no more than jobs; each job's memory is
+admitted as ``mimic run`` admits it before a worker renders it. CPU workers render with the
+submitting process's torch and onnxruntime thread counts (``submitting_threads``), so their outputs
+equal ``mimic run``'s on that machine. Ctrl-C and SIGTERM are answered by the handlers that were
+there before Ray's (``mimic.farm.signals``): the farm cancels and the interrupt propagates.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import os
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from mimic.errors import ExitCode, MimicError
+from mimic.errors import ExitCode, InputError, MimicError
 from mimic.farm.cluster import Cluster, FarmError, import_ray
 from mimic.farm.outcome import WorkerFacts, WorkerOutcome
 from mimic.farm.results import FarmReport, JobResult
 from mimic.farm.schedule import Assignment, FarmSnapshot, Scheduler, worker_name
+from mimic.farm.signals import as_interrupt, held, reraise
+from mimic.farm.sizing import HostBudget, check_cluster_cpus, check_gpu_workers, host_budget
 from mimic.farm.worker import FarmWorker, WorkerSpec
 from mimic.runtime.jobs import Job, RefusedJob
 from mimic.runtime.pipeline import Hooks
@@ -50,8 +60,6 @@ def make_spec(*, preset: str | None = None, weights: Path | None = None, layout=
               settings: dict | None = None, base_config=None, checkpoint_every: int = 1, checkpoint_dir: Path | None = None,
               resume: bool = True, hooks: Callable[[int, Job, int], Hooks | None] | None = None, run_warnings: tuple[str, ...] = ()) -> WorkerSpec:
     """Resolve weights and settings on the submitting machine (errors surface here, one line)."""
-    import torch
-
     from mimic.model.presets import default_generation, layout_from_options
     from mimic.runtime.checkpoint import CheckpointPolicy
 
@@ -61,9 +69,32 @@ def make_spec(*, preset: str | None = None, weights: Path | None = None, layout=
     if settings:
         base = base.with_overrides(**settings)
     options = options or RuntimeOptions()
-    threads = None if options.device.startswith("cuda") else torch.get_num_threads()
+    torch_threads, ort_threads = submitting_threads(options)
     return WorkerSpec(layout=layout, options=options, base_config=base, checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
-                      resume=resume, torch_threads=threads, hooks=hooks, run_warnings=tuple(run_warnings))
+                      resume=resume, torch_threads=torch_threads, ort_threads=ort_threads, hooks=hooks, run_warnings=tuple(run_warnings))
+
+
+def submitting_threads(options: RuntimeOptions) -> tuple[int | None, int | None]:
+    """(torch, onnxruntime) intra-op threads that ``mimic run`` with ``options`` uses in this
+    process; CPU workers are pinned to them, because a CPU's outputs depend on them and a Ray
+    actor's own defaults differ (Ray sets OMP_NUM_THREADS=1 for it; another node has other cores).
+    (None, None) on GPUs, where this does not arise."""
+    if options.device.startswith("cuda"):
+        return None, None
+    import torch
+
+    if options.threads:
+        return options.threads, options.threads
+    cpus = len(options.devices)  # several CPU devices share the cores (MimicMotion._cpu_threads_per_worker)
+    return torch.get_num_threads(), max(1, (os.cpu_count() or 1) // cpus) if cpus > 1 else ort_default_threads()
+
+
+def ort_default_threads() -> int:
+    """onnxruntime's own default intra-op threads, which ``mimic run`` gets when it sets none: one
+    per physical core (it ignores OMP_NUM_THREADS and the CPU affinity)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
 class Farm:
@@ -71,7 +102,8 @@ class Farm:
 
     ``address``: None starts a private local cluster (127.0.0.1), ``"auto"`` or ``HOST:PORT`` joins
     a running one; an already initialised Ray session is used as it is. ``workers``: how many
-    (default: one per GPU of the cluster for CUDA, else 1). ``options.device``: ``cuda`` for GPU
+    (default: one per GPU of the cluster for CUDA, else 1; at most what ``mimic.farm.sizing``
+    allows, else InputError; at most the jobs of the first ``submit``). ``options.device``: ``cuda`` for GPU
     workers; with ``auto_device`` (the default when ``options`` is None) it is ``cuda`` when the
     cluster has GPUs, else ``cpu``.
     ``devices_per_worker``: each worker renders its jobs on this many devices, the windows of every
@@ -106,7 +138,9 @@ class Farm:
         self.start_timeout_s = start_timeout_s
         self.cluster: Cluster | None = None
         self.workers: list[WorkerFacts] = []
-        self._scheduler: Scheduler | None = None  # every decision; its events are serialised by _lock
+        # every decision; its events are serialised by _lock. Workers are added as the farm starts (a
+        # farm whose every job was refused starts none)
+        self._scheduler = Scheduler(0, retries=retries, jobs_per_worker=jobs_per_worker or 1, no_worker_timeout_s=no_worker_timeout_s)
         self._actors: list[Any] = []
         self._lock = threading.Condition()
         self._futures: dict[int, cf.Future] = {}
@@ -119,38 +153,57 @@ class Farm:
         self._stop = threading.Event()
         self._cancelled = threading.Event()
         self._crash: BaseException | None = None
+        self._local = False  # a cluster this farm started on this machine
+        self._host: HostBudget | None = None  # its budget for CPU workers (mimic.farm.sizing)
         self.t0 = time.perf_counter()
 
     # -- life cycle ------------------------------------------------------------------------
-    def start(self) -> "Farm":
+    def start(self, jobs: int | None = None) -> "Farm":
+        """Start (or join) the cluster and the workers: at most ``jobs`` of them when given (more
+        would idle). Sizing (``mimic.farm.sizing``) is checked first: on a local CPU cluster before
+        any process starts, on a joined cluster before any worker starts."""
         if self._thread is not None:
             return self
-        import os
-
         ray = import_ray()
+        self._local = self.address is None and not ray.is_initialized()
         cuda_wanted = self.spec.options.device.startswith("cuda")
-        num_cpus = None
-        if self.address is None and not ray.is_initialized() and self.requested_workers and not cuda_wanted:
-            num_cpus = max(os.cpu_count() or 1, self.requested_workers)
-        self.cluster = Cluster(self.address, num_cpus=num_cpus).open()
+        if self._local and not cuda_wanted and not self.auto_device:
+            self._size_host()
+        num_cpus = (os.cpu_count() or 1) if self._local and not cuda_wanted else None  # the cores rule, not Ray's own count
         try:
-            gpus = int(ray.cluster_resources().get("GPU", 0))
+            self.cluster = Cluster(self.address, num_cpus=num_cpus).open()
+        except BaseException as err:
+            reraise(err)  # Ray's own SIGTERM handler (sys.exit(15)) until Cluster.open put ours back: the interrupt
+        try:
+            resources = ray.cluster_resources()
+            gpus = int(resources.get("GPU", 0))
             if self.auto_device:
                 options = replace(self.spec.options, device="cuda" if gpus else "cpu")
                 self.spec = make_spec(options=options, **self._spec_args)
             cuda = self.spec.options.device.startswith("cuda")
+            where = "this machine" if self._local else f"the Ray cluster at {self.cluster.gcs_address}"
             if cuda and not gpus:
                 raise FarmError("GPU workers were asked for (--device cuda) but the Ray cluster has no GPU")
-            per = self.devices_per_worker if self.devices_per_worker > 1 else len(self.spec.options.devices)
+            per = self._devices_per_worker()
             if cuda and gpus < per:
                 raise FarmError(f"--devices-per-worker {per} but the Ray cluster has {gpus} GPU(s)")
             if per > 1:  # each worker: `per` devices (Ray numbers a GPU actor's own from 0)
                 listed = ",".join(f"cuda:{i}" for i in range(per)) if cuda else ",".join(["cpu"] * per)
                 self.spec = make_spec(options=replace(self.spec.options, device=listed), **self._spec_args)
+            if cuda:
+                check_gpu_workers(self.requested_workers, gpus, per, where)
+            elif self._local:
+                self._size_host()  # --device auto found no GPU
+            else:
+                check_cluster_cpus(self.requested_workers, int(resources.get("CPU", 0)), where)
             n = self.requested_workers or (gpus // per if cuda else 1)
+            if jobs is not None and n > max(1, jobs):
+                log.info(f"farm: {n} worker(s) for {jobs} job(s): starting {max(1, jobs)}")
+                n = max(1, jobs)
             if self.jobs_per_worker is None:  # GPU: overlap one job's denoising with others' CPU stages; CPU: all compete for the cores
                 self.jobs_per_worker = 2 if cuda else 1
-            self._scheduler = Scheduler(n, retries=self.retries, jobs_per_worker=self.jobs_per_worker, no_worker_timeout_s=self.no_worker_timeout_s)
+            self._scheduler.jobs_per_worker = self.jobs_per_worker
+            self._scheduler.add_workers(n)
             actor = ray.remote(FarmWorker).options(
                 num_cpus=1, num_gpus=per if cuda else 0, max_restarts=-1, max_task_retries=0, max_concurrency=self.jobs_per_worker + 2,
             )
@@ -171,14 +224,30 @@ class Farm:
             self._probes.update({ref: refs[ref] for ref in pending})  # the rest join as they come up
             ready = [w for w in self.workers if w.loaded]
             log.info(f"farm: {len(ready)} of {n} worker(s) ready ({', '.join(f'{w.worker} {w.node} pid {w.pid}' for w in ready)})")
-        except BaseException:
-            self._shutdown_actors()
-            self.cluster.close()
-            raise
+        except BaseException as err:
+            with held():  # a second Ctrl-C does not cut the clean-up short
+                self._shutdown_actors()
+                self.cluster.close()
+            reraise(err)  # an interrupt inside a Ray call unwinds as the interrupt
         self.t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="mimic-farm-scheduler", daemon=True)
         self._thread.start()
         return self
+
+    def _devices_per_worker(self) -> int:
+        return self.devices_per_worker if self.devices_per_worker > 1 else len(self.spec.options.devices)
+
+    def _size_host(self) -> HostBudget:
+        """This machine's budget for CPU workers (measured once, before any worker starts); refuses
+        more --workers than it holds."""
+        if self._host is None:
+            import torch
+
+            o = self.spec.options
+            self._host = host_budget(self.spec.layout, self.spec.base_config, o.backend, o.dtype == torch.float32,
+                                     self._devices_per_worker())
+            self._host.check(self.requested_workers)
+        return self._host
 
     def __enter__(self) -> "Farm":
         return self.start()
@@ -205,9 +274,10 @@ class Farm:
     def submit(self, entries: Iterable[Job | RefusedJob]) -> list[cf.Future]:
         """Queue jobs; returns one ``Future`` per entry resolving to its ``JobResult`` (never an
         exception for a job's own failure). Each is screened here first (``screen_jobs``: paths,
-        settings, outputs; no decoding): a ``RefusedJob`` or a job that cannot run fails at once,
-        exit code 2, attempts 0, keeping its place in the results."""
-        self.start()
+        settings, outputs; no decoding; then, on a local CPU cluster, ``mimic run``'s memory
+        preflight for all its workers: ``mimic.farm.sizing``): a ``RefusedJob`` or a job that cannot
+        run fails at once, exit code 2, attempts 0, keeping its place in the results. The first
+        submit starts the farm, with no more workers than runnable jobs (none: no cluster)."""
         from mimic.runtime.job_paths import screen_jobs
 
         entries = [_absolute(e) if isinstance(e, Job) else e for e in entries]  # workers may run elsewhere: same absolute paths
@@ -215,42 +285,80 @@ class Farm:
         runnable = dict(runnable)
         given = {id(e) for e in entries if isinstance(e, RefusedJob)}
         screened = {r.index: r for r in refused if id(r) not in given}
+        for position, job in list(runnable.items()):
+            if job.out.resolve() in self._outs:  # written by a job of an earlier submit
+                screened[position] = RefusedJob(position, f"--out {job.out}: another job writes the same output", job.out)
+                del runnable[position]
+        if self._thread is None and self._local_cpu():  # before any process starts: --workers first, then each job's memory
+            self._size_host()
+            screened.update(self._memory_refusals(runnable, min(self.requested_workers or 1, max(1, len(runnable)))))
+        elif self._host is not None:  # a local CPU farm already started
+            screened.update(self._memory_refusals(runnable, self._scheduler.workers))
+        runnable = {p: j for p, j in runnable.items() if p not in screened}
         futures = []
         with self._lock:
             for position, entry in enumerate(entries, 1):
                 future: cf.Future = cf.Future()
                 futures.append(future)
                 job = runnable.get(position)
-                refusal = entry if isinstance(entry, RefusedJob) else screened.get(position)
-                if job is not None and job.out.resolve() in self._outs:  # written by a job of an earlier submit
-                    job, refusal = None, RefusedJob(position, f"--out {entry.out}: another job writes the same output", entry.out)
                 if job is None:
+                    refusal = entry if isinstance(entry, RefusedJob) else screened[position]
                     future.set_result(self._scheduler.refuse(refusal.out, refusal.error, ExitCode.BAD_INPUT))
                     continue
                 self._outs.add(job.out.resolve())
                 self._futures[self._scheduler.add(job, job.out)] = future
             self._lock.notify_all()
+        if self._thread is None and runnable:  # queued first: interrupted while starting, they are reported cancelled
+            self.start(jobs=len(runnable))
         return futures
+
+    def _local_cpu(self) -> bool:
+        """CPU workers on a cluster this farm starts here (known before it starts)."""
+        return (self.address is None and not self.auto_device and not self.spec.options.device.startswith("cuda")
+                and not import_ray().is_initialized())
+
+    def _memory_refusals(self, runnable: dict[int, Job], workers: int) -> dict[int, RefusedJob]:
+        """``mimic run``'s memory preflight per job, with ``workers`` worker processes each holding
+        such a job in the host memory measured before they started (a local CPU cluster; GPU
+        workers and joined clusters check on the worker)."""
+        if self._host is None:
+            return {}
+        import torch
+
+        from mimic.runtime.memory import preflight
+
+        o, refused = self.spec.options, {}
+        for position, job in runnable.items():
+            try:
+                preflight(self.spec.layout, job.config(self.spec.base_config), o.backend, o.main_device, o.dtype == torch.float32,
+                          available=self._host.available, workers=self._devices_per_worker(), processes=workers)
+            except InputError as err:
+                refused[position] = RefusedJob(position, str(err), job.out)
+        return refused
 
     def run(self, entries: Sequence[Job | RefusedJob], *, view=None) -> FarmReport:
         """Submit ``entries`` and wait for all of them (``view``: a ``FarmView`` redrawn meanwhile).
         Ctrl-C / SIGTERM cancels the farm (workers stop their jobs and clean up; checkpoints stay,
         so the next run resumes) and propagates."""
-        futures = self.submit(entries)
+        shown = False
         try:
+            futures = self.submit(entries)  # inside: interrupted while the workers start, the queued jobs are cancelled
             while True:
                 done, pending = cf.wait(futures, timeout=0.5)
                 if self._crash is not None:
                     raise self._crash
                 if view is not None:
                     view.update(self.snapshot())
+                    shown = True
                 if not pending:
                     break
-        except BaseException:
-            self.cancel()
-            raise
+        except BaseException as err:
+            if self._thread is not None or as_interrupt(err) is not None:  # (a farm that could not start has nothing to cancel)
+                with held():  # a second Ctrl-C does not cut the cancelling short
+                    self.cancel()
+            reraise(err)
         finally:
-            if view is not None:
+            if shown:
                 view.close(self.snapshot())
         return self.report()
 

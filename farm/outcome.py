@@ -23,6 +23,8 @@ class WorkerFacts:
     device: str | None = None
     gpu: str | None = None  # CUDA_VISIBLE_DEVICES as Ray set it for the worker
     load_seconds: float | None = None
+    torch_threads: int | None = None  # CPU: intra-op threads it renders with (the submitting process's counts)
+    onnxruntime_threads: int | None = None
 
     @property
     def loaded(self) -> bool:
@@ -63,3 +65,4 @@ class WorkerOutcome:
     resumed_from_step: int | None = None
     stage_seconds: tuple[tuple[str, float], ...] = ()
     warnings: tuple[str, ...] = ()
+    threads: tuple[int | None, int | None] = (None, None)  # (torch, onnxruntime) intra-op threads; None on a GPU

@@ -59,6 +59,7 @@ class JobResult:
     frames: int = 0
     resumed_from_step: int | None = None
     history: tuple[Attempt, ...] = ()
+    threads: tuple[int | None, int | None] = (None, None)  # (torch, onnxruntime) of the attempt that ended it
 
     @property
     def ok(self) -> bool:
@@ -71,6 +72,7 @@ class JobResult:
             "attempts": self.attempts, "worker": self.worker, "node": self.node, "seconds": round(self.seconds, 3),
             "error": self.error, "exit_code": self.exit_code, "output": self.output, "frames": self.frames,
             "resumed_from_step": self.resumed_from_step, "history": [a.to_dict() for a in self.history],
+            "threads": dict(zip(("torch", "onnxruntime"), self.threads)) if any(self.threads) else None,
         }
 
 

@@ -110,6 +110,17 @@ class Scheduler:
     def workers(self) -> int:
         return len(self._state)
 
+    def add_workers(self, count: int) -> None:
+        """``count`` more worker slots (down until ``worker_up``): a farm adds its workers as it
+        starts. The first ones start the clock: jobs queued before count their seconds from then."""
+        if not self._state:
+            self.t0 = self._clock()
+            for task in self._tasks:
+                if task.final is None:
+                    task.t0 = self.t0
+        self._state += [DOWN] * count
+        self._load += [0] * count
+
     def worker_up(self, w: int) -> None:
         self._state[w] = UP
 
@@ -175,7 +186,7 @@ class Scheduler:
         elif out.outcome == "failed":
             log.error(f"error: job {task.index + 1} ({task.out}): {out.error}")
         return self._finish(task, out.outcome, worker=out.worker, node=out.node, error=out.error, exit_code=out.exit_code,
-                            output=out.output, frames=out.frames, resumed_from_step=out.resumed_from_step)
+                            output=out.output, frames=out.frames, resumed_from_step=out.resumed_from_step, threads=out.threads)
 
     def attempt_lost(self, index: int, why: str) -> JobResult | None:
         """The worker died under job ``index``'s current attempt (report the worker with

@@ -38,7 +38,8 @@ class WorkerSpec:
     checkpoint_every: int = 1
     checkpoint_dir: Path | None = None
     resume: bool = True
-    torch_threads: int | None = None  # CPU: the submitting process's count (outputs depend on it)
+    torch_threads: int | None = None  # CPU: the submitting process's torch intra-op threads (outputs depend on them)
+    ort_threads: int | None = None  # CPU: the onnxruntime intra-op threads `mimic run` would use there
     # hooks(index, job, attempt) -> Hooks | None, called inside the worker for each attempt
     hooks: Callable[[int, Job, int], Hooks | None] | None = None
     overlap: bool = True
@@ -93,24 +94,25 @@ class FarmWorker:
     def _load(self) -> _Loaded:
         with self._lock:
             if self._loaded is None:
-                import torch
-
                 from mimic.runtime.checkpoint import checkpoint_policy
                 from mimic.runtime.executor import JobExecutor
                 from mimic.runtime.api import MimicMotion
                 from mimic.runtime.report import add_run_warnings
 
-                if self.spec.torch_threads and not self.spec.options.threads:
-                    torch.set_num_threads(self.spec.torch_threads)  # Ray sets OMP_NUM_THREADS per actor
+                pin_threads(self.spec.torch_threads)
                 options = self.spec.options
+                if self.spec.ort_threads:  # explicit, never onnxruntime's default on this node
+                    options = replace(options, threads=self.spec.ort_threads)
                 if options.device.startswith("cuda"):  # Ray gives each GPU worker its own devices, numbered from 0
                     options = replace(options, device=",".join(f"cuda:{i}" for i in range(len(options.devices))))
                 t0 = time.perf_counter()
                 mm = MimicMotion(self.spec.layout, options, self.spec.base_config)
+                pin_threads(self.spec.torch_threads)  # MimicMotion set torch to options.threads (onnxruntime's count)
                 add_run_warnings(mm.components.facts, list(self.spec.run_warnings))
                 policy = checkpoint_policy(mm, self.spec.checkpoint_every, self.spec.checkpoint_dir, self.spec.resume)
                 facts = WorkerFacts(self.name, _node_ip(), socket.gethostname(), os.getpid(), options.device,
-                                    os.environ.get("CUDA_VISIBLE_DEVICES"), round(time.perf_counter() - t0, 3))
+                                    os.environ.get("CUDA_VISIBLE_DEVICES"), round(time.perf_counter() - t0, 3),
+                                    *self.threads())
                 self._loaded = _Loaded(mm, JobExecutor(mm, overlap=self.spec.overlap, checkpoints=policy), facts)
             return self._loaded
 
@@ -123,13 +125,15 @@ class FarmWorker:
         t0 = time.perf_counter()
 
         def ended(outcome: Outcome, **fields) -> WorkerOutcome:
-            return WorkerOutcome(index, attempt, outcome, self.name, _node_ip(), os.getpid(), time.perf_counter() - t0, **fields)
+            return WorkerOutcome(index, attempt, outcome, self.name, _node_ip(), os.getpid(), time.perf_counter() - t0,
+                                 threads=self.threads(), **fields)
 
         self._progress[index] = {"stage": "inputs", "done": 0, "total": 0, "step": 0, "steps": 0}  # _WorkerHooks updates it
         try:
             loaded = self._load()
             inner = self.spec.hooks(index, job, attempt) if self.spec.hooks else None
             observers = [_WorkerHooks(self, index), *([inner] if inner is not None else [])]
+            check_memory(loaded.mm, job.config(self.spec.base_config))
             report = loaded.executor.render(job, hooks=observers, control=JobControl(polls=(self.check_cancelled,)))  # admits the job first
             return ended("done", output=str(report.output), frames=report.frames, resumed_from_step=report.resumed_from_step,
                          stage_seconds=tuple(report.seconds.items()), warnings=tuple(report.warnings))
@@ -161,6 +165,40 @@ class FarmWorker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def threads(self) -> tuple[int | None, int | None]:
+        """(torch, onnxruntime) intra-op threads this worker renders with (None, None on a GPU)."""
+        if self.spec.torch_threads is None:
+            return None, None
+        import torch
+
+        return torch.get_num_threads(), self.spec.ort_threads
+
+
+def pin_threads(count: int | None) -> None:
+    """Torch's intra-op threads for this process, whatever OMP_NUM_THREADS Ray gave the actor (1):
+    set before any torch work, every thread (the executor's job threads too) takes this count on
+    its first parallel op."""
+    if count:
+        import torch
+
+        torch.set_num_threads(count)
+
+
+def check_memory(mm, config: GenerationConfig) -> None:
+    """``mimic run``'s memory preflight for one job on this worker's node, with its backend loaded
+    (on a CPU the memory this process holds already counts as available to it: the estimate
+    counts the process and its weights too). Raises InputError (exit code 2) when it cannot fit."""
+    import psutil
+    import torch
+
+    from mimic.runtime.memory import available_host_bytes, preflight
+
+    options = mm.options
+    cuda = options.main_device.startswith("cuda")
+    available = None if cuda else available_host_bytes() + psutil.Process().memory_info().rss
+    preflight(mm.layout, config, options.backend, options.main_device, options.dtype == torch.float32, available=available, loaded=True,
+              workers=options.devices.count(options.main_device))
 
 
 def _device_broken(err: Exception) -> bool:

@@ -191,7 +191,7 @@ class MimicMotion:
 
     def _fits(self, config: GenerationConfig) -> None:
         preflight(self.layout, config, self.options.backend, self.options.main_device, self.options.dtype == torch.float32,
-                  loaded=True)  # the backend's weights are on the device already
+                  loaded=True, workers=self.options.devices.count(self.options.main_device))  # weights already on the device
 
     def close(self) -> None:
         for backend in (self.backend, *self.workers):

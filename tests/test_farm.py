@@ -134,6 +134,29 @@ def test_a_worker_with_two_devices_renders_like_sequential_run(cluster, sequenti
     assert [w.get("device") for w in report["workers"]] == ["cpu,cpu"]
 
 
+@pytest.mark.slow
+def test_more_workers_than_jobs_start_one_per_job_rendering_with_the_submitting_thread_counts(cluster, sequential, inputs, tmp_path, capsys):
+    """--workers 2 for one job starts one worker (an info line says so); the job's report entry and
+    the worker's facts name the thread counts it rendered with, the submitting process's (torch's
+    and onnxruntime's default), so its frames equal `mimic run`'s."""
+    import torch
+
+    from mimic.farm.farm import ort_default_threads
+
+    ref, video, _ = inputs
+    jobs_file = tmp_path / "jobs.json"
+    jobs_file.write_text(json.dumps(_jobs(ref, video, tmp_path)[:1]))
+    code, stdout, stderr = run_cli(["farm", "--jobs", str(jobs_file), "--workers", "2", "--preset", "tiny", "--device", "cpu",
+                                    "--progress", "none", *SMALL_ARGS], capsys)
+    assert code == 0, (stdout, stderr)
+    assert "farm: 2 worker(s) for 1 job(s): starting 1" in stdout
+    report = json.loads((tmp_path / "jobs.farm-report.json").read_text())
+    threads = {"torch": torch.get_num_threads(), "onnxruntime": ort_default_threads()}
+    assert report["results"][0]["threads"] == threads
+    assert [(w["torch_threads"], w["onnxruntime_threads"]) for w in report["workers"]] == [(threads["torch"], threads["onnxruntime"])]
+    assert _frames(tmp_path / "a") == _frames(sequential / "a")
+
+
 class _DieOnce(Hooks):
     """Ends the worker process (as a crash or a lost node would) right after step 1's checkpoint,
     the first time only (a marker file says it happened)."""

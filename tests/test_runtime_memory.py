@@ -2,8 +2,10 @@
 all held), and pose images are drawn per window instead of being held for the whole video. (The
 full-size figure, growth per 100 frames at 576x1024, is measured by benchmarks/memory_growth.py:
 benchmarks/RESULTS.md.) Counting held chunks, not tracemalloc: tracemalloc does not see torch's
-allocations, so it could not fail when frames were held."""
+allocations, so it could not fail when frames were held. The memory preflight counts every worker
+and process (runtime/memory.py), and its estimate bounds a measured peak (slow)."""
 import numpy as np
+import pytest
 import torch
 
 from mimic.model.model_info import ModelInfo
@@ -67,3 +69,39 @@ def test_pose_images_are_drawn_per_window(monkeypatch):
     assert window.shape == (4, 3, 192, 128)
     assert len(calls) == 3  # frame 0 is the stored reference pose; only the window's frames are drawn
     assert len(source) == 40
+
+
+def test_preflight_counts_workers_and_processes(tiny_layout):
+    """Each in-process worker adds its own weights and arenas (onnxruntime sessions per worker);
+    each separate process holds all of it again; the refusal names the worker count."""
+
+    from mimic.errors import InputError
+    from mimic.runtime.memory import GB, estimate_cuda_job_memory, preflight
+
+    cfg = GenerationConfig(resolution=192, window=16, overlap=6, steps=1)
+    one, two, four = (preflight(tiny_layout, cfg, "onnxruntime", "cpu", True, available=64 * GB, workers=k).peak_bytes for k in (1, 2, 4))
+    assert one < two < four and four - two == pytest.approx(2 * (two - one), abs=2)
+    assert preflight(tiny_layout, cfg, "onnxruntime", "cpu", True, available=64 * GB, workers=2, processes=3).peak_bytes == pytest.approx(3 * two, abs=3)
+    with pytest.raises(InputError) as err:
+        preflight(tiny_layout, cfg, "onnxruntime", "cpu", True, available=4 * GB, workers=4)
+    assert str(err.value) == (f"this job needs ~{four / GB:.1f} GB of host memory, 4.0 GB available "
+                              "(--resolution 192, --window 16, onnxruntime, 4 workers): lower --resolution, --window or --decode-chunk")
+    # CUDA: workers on one device add their activations; weights are passed in as all they hold there
+    a, b = (estimate_cuda_job_memory({}, None, GenerationConfig(resolution=576, window=16), False, 0, k) for k in (1, 2))
+    assert b.peak_bytes - a.peak_bytes == a.peak_bytes - 1 * GB
+
+
+@pytest.mark.slow  # two tiny renders at 192 px in fresh processes (~40 s with the export)
+def test_memory_estimate_bounds_the_measured_peak(tiny_cache, tiny_layout, tmp_path):
+    """README's bound on the cheapest cell of benchmarks/preflight_bench.py: the estimate is never
+    below the measured peak RSS and at most 5% above it, with 1 and 2 CPU workers (40 frames: 4
+    windows and 5 decode chunks, every stage run at least twice per worker)."""
+    from mimic.benchmarks.preflight_bench import estimate, make_clip, measure_peak, run_args
+    from mimic.runtime.onnx_cache import ensure_onnx_graphs
+
+    ensure_onnx_graphs(tiny_layout, "fp32", None)  # exported here, not inside a measured process
+    ref, video = make_clip(tmp_path, 40)
+    for workers in (1, 2):
+        peak, _ = measure_peak(run_args(ref, video, tmp_path / "o.mp4", 192, workers))
+        est = estimate(192, workers).peak_bytes
+        assert peak <= est <= 1.05 * peak, (workers, est, peak)
