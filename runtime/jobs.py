@@ -42,7 +42,7 @@ class Job:
     pose_frames: Path | None = None  # already-drawn pose images (video or folder)
     ref_pose: Path | None = None  # the reference's drawn pose (else DWPose on the reference)
     overrides: dict = field(default_factory=dict)  # GenerationConfig fields
-    warnings: tuple[str, ...] = field(default=(), init=False, compare=False)  # from normalising the overrides
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # from normalising the overrides (kept by dataclasses.replace)
 
     def __post_init__(self) -> None:
         for name in _PATH_FIELDS:
@@ -65,7 +65,7 @@ class Job:
             raise InputError(f"job for {self.reference}: give exactly one of driving video, pose file or pose frames (got {len(sources)})")
         overrides, warnings = settings_from_mapping(self.overrides, f"job for {self.reference}: ")
         object.__setattr__(self, "overrides", overrides)
-        object.__setattr__(self, "warnings", tuple(warnings))
+        object.__setattr__(self, "warnings", tuple(dict.fromkeys((*self.warnings, *warnings))))
 
     def input_paths(self) -> dict[str, Path]:
         """The job's input paths by field name (the fields not given are left out)."""

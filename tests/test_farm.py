@@ -92,7 +92,8 @@ def test_farm_renders_like_sequential_run_and_a_bad_job_fails_alone(cluster, seq
     value (``steps: two``) fails alone, and the run's rounded --resolution is in every job's report."""
     ref, video, _ = inputs
     jobs = _jobs(ref, video, tmp_path)
-    jobs[0] = {"ref": jobs[0]["reference"], "driving": jobs[0]["driving"], "out": jobs[0]["out"]}  # the CLI's words; sequential used the old names
+    jobs[0] = {"ref": jobs[0]["reference"], "driving": jobs[0]["driving"], "out": jobs[0]["out"],  # the CLI's words (sequential: the old names)
+               "fps": 15, "resolution": 140}  # a job's own rounding (to 128, as SMALL_ARGS): its warning in its report
     jobs.insert(1, {"reference": str(tmp_path / "missing.png"), "driving": str(video), "out": str(tmp_path / "bad")})
     jobs.append({"ref": str(ref), "driving": str(video), "out": str(tmp_path / "bad2"), "steps": "two"})
     jobs_file = tmp_path / "jobs.yaml"
@@ -103,6 +104,7 @@ def test_farm_renders_like_sequential_run_and_a_bad_job_fails_alone(cluster, seq
     for name in ("a", "c"):
         assert _frames(tmp_path / name) == _frames(sequential / name), name
         assert "resolution 150 is not a multiple of 64; using 128" in json.loads((tmp_path / name / "report.json").read_text())["warnings"]
+    assert "resolution 140 is not a multiple of 64; using 128" in json.loads((tmp_path / "a" / "report.json").read_text())["warnings"]
     assert _frames(tmp_path / "a") != _frames(tmp_path / "c")
     report = json.loads((tmp_path / "jobs.farm-report.json").read_text())
     assert (report["jobs"], report["done"], report["failed"]) == (4, 2, 2)

@@ -96,6 +96,9 @@ def test_every_entry_point_normalises_alike():
     assert overrides == {"resolution": 704, "output_fps": 12} and warnings == ["resolution 720 is not a multiple of 64; using 704"]
     job = Job(reference="r.png", driving="d.mp4", out="o.mp4", overrides={"resolution": 720})  # the Python API
     assert job.config(GenerationConfig()).resolution == 704 and job.warnings == tuple(warnings)
+    from dataclasses import replace
+
+    assert replace(job, reference="/abs/r.png").warnings == job.warnings  # the farm makes paths absolute: the warning stays
     with pytest.raises(InputError, match=r"^job for r.png: --seed must be in 0\.\.9223372036854775807, got 99999999999999999999999$"):
         Job(reference="r.png", driving="d.mp4", out="o.mp4", overrides={"seed": 99999999999999999999999})
     with pytest.raises(InputError, match=r"^a job needs --ref \(got None\)$"):
