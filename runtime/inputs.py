@@ -28,7 +28,6 @@ from mimic.pose.files import load_poses
 from mimic.pose.images import ArrayPoses, DrawnPoses, PaddedPoses, PoseImages
 from mimic.pose.retarget import retarget_poses
 from mimic.pose.sequence import PoseSequence
-from mimic.runtime.job_paths import check_job_paths
 from mimic.runtime.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -63,26 +62,11 @@ class RawInputs:
     video: VideoInfo | None = None  # the driving video (probed once; decoded once, in step 2)
 
 
-def rounded_resolution(resolution: int) -> tuple[int, str | None]:
-    """The UNet needs multiples of 64 (upstream crashes at 720): round to the nearest, warn."""
-    if not isinstance(resolution, int) or isinstance(resolution, bool) or not 64 <= resolution <= 4096 or resolution % 64 == 0:
-        return resolution, None  # multiples of 64 as they are; nonsense is refused by GenerationConfig
-    r = max(64, int(round(resolution / 64)) * 64)
-    return r, f"resolution {resolution} is not a multiple of 64; using {r}"
-
-
 def open_inputs(job: Job, config: GenerationConfig) -> RawInputs:
     """The cheap part of step 1, what admission keeps: the reference decoded and cropped to the
     output size, the driving video probed, the pose file loaded (drawn pose images: ``read_inputs``)."""
     rgb, video, pose_file = _open_sources(job)
     return RawInputs(job, prepare_reference(rgb, config.resolution), pose_file=pose_file, video=video)
-
-
-def validate_job(job: Job, audio: bool = False) -> None:
-    """Every check of one job that needs no model, what it opens dropped again (prefer
-    ``mimic.runtime.admission.admit``: it keeps them for the render)."""
-    check_job_paths(job, audio=audio)
-    _open_sources(job)
 
 
 def _open_sources(job: Job) -> tuple[np.ndarray, VideoInfo | None, PoseSequence | None]:

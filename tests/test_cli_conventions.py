@@ -357,9 +357,9 @@ def test_run_report_lists_the_printed_rounding_warning(tmp_path):
     from mimic.runtime.jobs import Job
     from mimic.runtime.report import JobReport
     from mimic.model.config import GenerationConfig
-    from mimic.runtime.inputs import rounded_resolution
+    from mimic.model.config import round_resolution
 
-    resolution, warning = rounded_resolution(100)
+    resolution, warning = round_resolution(100)
     facts = {"backend": "onnxruntime"}
     add_run_warnings(facts, [warning])
     job = Job(reference=tmp_path / "a.png", driving=tmp_path / "d.mp4", out=tmp_path / "o.mp4")
