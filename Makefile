@@ -1,4 +1,4 @@
-# The two commands of the README:  `make demo` (main job on the embedded tiny default) and `make test`.
+# The two commands of the README:  `make demo` (the whole job on the embedded toy model: `mimic demo`, toy preset) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

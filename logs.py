@@ -1,9 +1,13 @@
 """Logging for the engine: modules log with ``logging.getLogger(__name__)``; the CLI (or an
 embedding application) decides where it goes.
 
-``setup_cli_logging()`` is what ``mimic`` uses: INFO and WARNING from the ``mimic`` loggers as plain
-lines on stdout (warnings prefixed ``warning:``), ERROR and above on stderr. The
-handler looks ``sys.stdout`` up on every record, so redirections made after set-up (pytest's
+``setup_cli_logging()`` is what ``mimic`` uses: the ``mimic`` loggers' lines, plain, with INFO (and
+DEBUG, with ``verbose=True``) on stdout and WARNING (prefixed ``warning:``), ERROR and above on
+stderr, so ``mimic ... > log`` keeps what went wrong on the terminal. A command whose stdout is
+data (``mimic pose`` prints a JSON summary for ``| jq``) calls ``info_to_stderr()``: then every line
+goes to stderr and stdout holds only what the command prints itself; the next
+``setup_cli_logging()`` (each ``mimic.cli.main``) puts INFO back on stdout. The handler looks
+``sys.stdout``/``sys.stderr`` up on every record, so redirections made after set-up (pytest's
 capture, a caller's ``contextlib.redirect_stdout``) still see the lines.
 
 Two things keep the output clean:
@@ -11,8 +15,9 @@ Two things keep the output clean:
 * third-party warnings that tell the user nothing (``THIRD_PARTY_NOISE``, e.g. diffusers' "modules
   ... should be kept in float32: []" on every ``.to(dtype)``) are re-logged at DEBUG on
   ``mimic.third_party`` (shown with ``verbose=True``) instead of printed;
-* a progress bar (``mimic.runtime.progress``) leaves its line open; every line written here, and
-  the CLI's error line, first ends it (``end_progress_line``), so an error never continues a bar.
+* a progress bar (``mimic.runtime.progress``, on stderr) leaves its line open; every line written
+  here, on either stream, and the CLI's error line, first ends it (``end_progress_line``), so no
+  line (a warning, an error, an INFO line on the same terminal) ever continues a bar.
 """
 from __future__ import annotations
 
@@ -65,12 +70,19 @@ class _Demote(logging.Filter):
         return True
 
 
-class _StdoutHandler(logging.Handler):
+class _CliHandler(logging.Handler):
+    """Plain lines: below WARNING on stdout (or stderr after ``info_to_stderr()``), WARNING and above on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info_on_stderr = False
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = self.format(record)
             end_progress_line()
-            stream = sys.stderr if record.levelno >= logging.ERROR else sys.stdout
+            on_stderr = record.levelno >= logging.WARNING or self.info_on_stderr
+            stream = sys.stderr if on_stderr else sys.stdout
             stream.write(msg + "\n")
             stream.flush()
         except Exception:  # pragma: no cover - logging must never raise
@@ -87,15 +99,31 @@ class _PlainFormatter(logging.Formatter):
         return msg
 
 
+def _handler() -> _CliHandler | None:
+    return next((h for h in logging.getLogger(ROOT).handlers if isinstance(h, _CliHandler)), None)
+
+
 def setup_cli_logging(verbose: bool = False) -> None:
-    """Idempotent: installs one stdout handler on the ``mimic`` logger."""
+    """Idempotent: installs one handler on the ``mimic`` logger (INFO on stdout, warnings and errors
+    on stderr; an earlier ``info_to_stderr()`` is undone)."""
     logger = logging.getLogger(ROOT)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
-        handler = _StdoutHandler()
+    handler = _handler()
+    if handler is None:
+        handler = _CliHandler()
         handler.setFormatter(_PlainFormatter())
         logger.addHandler(handler)
+    handler.info_on_stderr = False
     for name, text in THIRD_PARTY_NOISE:
         source = logging.getLogger(name)  # a record is filtered by the logger that creates it
         if not any(isinstance(f, _Demote) and f.text == text for f in source.filters):
             source.addFilter(_Demote(text))
+
+
+def info_to_stderr() -> None:
+    """INFO (and DEBUG) lines go to stderr too, for a command whose stdout is data (``mimic pose``'s
+    JSON summary stays parseable with ``| jq``), until the next ``setup_cli_logging()``. Sets the CLI
+    logging up first if it is not."""
+    if _handler() is None:
+        setup_cli_logging()
+    _handler().info_on_stderr = True

@@ -35,7 +35,7 @@ from mimic.benchmarks.env import describe, fingerprint
 from mimic.benchmarks.flops import ModelConfigs, job_flops, stage_flops
 from mimic.benchmarks.matmul_rate import measure_matmul_rate
 from mimic.benchmarks.results import RunContext
-from mimic.errors import EngineError, InputError, MimicError
+from mimic.errors import EngineError, InputError, Interrupted, MimicError
 from mimic.runtime.api import BACKENDS  # the runtime's backends; the reference is this module's
 from mimic.spec import StageName as S
 from mimic.spec import TensorName as N
@@ -522,25 +522,35 @@ class Bench:
         return E2EResult(name, t_end - t0, phases, mem.summary(), frames)
 
     def bench_e2e(self, backends: dict) -> None:
-        """The whole job on every backend, ``e2e_repeats`` rounds taking turns; the median counts."""
+        """The whole job on every backend, ``e2e_repeats`` rounds taking turns; the median counts.
+        Interrupted (Ctrl-C, SIGTERM), the rounds measured so far are still recorded (``rounds`` <
+        ``rounds_planned``, ``interrupted``), then the interrupt goes on."""
         p = self.plan
         runs: dict[str, list[E2EResult]] = {name: [] for name in backends}
-        for r in range(p.e2e_repeats):
-            for name, backend in backends.items():
-                if self.over_budget():
-                    self.skip(f"{name} end to end (round {r + 1})", f"time budget of {p.time_budget_s:.0f} s used up")
-                    continue
-                res = self.run_e2e(name, backend)
-                self.log(f"  {name:<12} end to end round {r + 1}/{p.e2e_repeats}: {res.seconds:.2f} s")
-                runs[name].append(res)
+        try:
+            for r in range(p.e2e_repeats):
+                for name, backend in backends.items():
+                    if self.over_budget():
+                        self.skip(f"{name} end to end (round {r + 1})", f"time budget of {p.time_budget_s:.0f} s used up")
+                        continue
+                    res = self.run_e2e(name, backend)
+                    self.log(f"  {name:<12} end to end round {r + 1}/{p.e2e_repeats}: {res.seconds:.2f} s")
+                    runs[name].append(res)
+        except (Interrupted, KeyboardInterrupt):
+            self._e2e_records(runs, interrupted=True)
+            raise
+        self._e2e_records(runs)
+
+    def _e2e_records(self, runs: dict[str, list[E2EResult]], interrupted: bool = False) -> None:
         ref_runs = runs.get(REFERENCE) or []
         ref_s = statistics.median(x.seconds for x in ref_runs) if ref_runs else None
         ref_frames = ref_runs[0].frames if ref_runs else None
         for name, results in runs.items():
             if results:
-                self._e2e_record(name, results, ref_s, ref_frames)
+                self._e2e_record(name, results, ref_s, ref_frames, interrupted)
 
-    def _e2e_record(self, name: str, results: list[E2EResult], ref_s: float | None, ref_frames: np.ndarray | None) -> None:
+    def _e2e_record(self, name: str, results: list[E2EResult], ref_s: float | None, ref_frames: np.ndarray | None,
+                    interrupted: bool = False) -> None:
         p = self.plan
         seconds = statistics.median(x.seconds for x in results)
         best = min(results, key=lambda x: abs(x.seconds - seconds))
@@ -567,7 +577,7 @@ class Bench:
                 seconds_per_frame=seconds / p.frames, phases=best.phases, peak_host_rss_bytes=peak_rss, host_rss_growth_bytes=growth,
                 peak_device_bytes=max(dev_peaks) if dev_peaks else None, memory=best.memory, flops=jf.total, stage_flops=jf.stages,
                 floor_s=floor, fraction_of_floor=(floor / seconds if floor and seconds > 0 else None), speedup_vs_reference=speedup,
-                max_abs_diff_vs_reference=diff,
+                max_abs_diff_vs_reference=diff, rounds=len(results), rounds_planned=p.e2e_repeats, interrupted=interrupted,
             )
         )
 

@@ -15,7 +15,7 @@ import typer
 from mimic.commands import options as opt
 
 from mimic.commands.conventions import BACKENDS, DEVICE_HELP, DEVICE_METAVAR, PRESET_HELP, PRESETS, check_device, choices, in_range
-from mimic.errors import InputError
+from mimic.errors import InputError, Interrupted
 
 BENCH_HELP = (
     "Benchmark every stage and the whole job on each backend, against the upstream-faithful reference "
@@ -136,9 +136,13 @@ def bench(
     writer = ResultsWriter(out)
 
     runner = Bench(plan, command_line(args), writer, typer.echo)
-    runner.run()
-    if scaling:
-        _run_scaling(runner, plan, quick, sc_frames, sc_size, scaling_steps, writer)
+    try:
+        runner.run()  # every record is appended (flushed, fsynced) to --out as soon as it is measured
+        if scaling:
+            _run_scaling(runner, plan, quick, sc_frames, sc_size, scaling_steps, writer)
+    except (Interrupted, KeyboardInterrupt):
+        typer.echo(f"mimic bench stopped: the {len(writer.records)} records measured before are in {out}", err=True)
+        raise
     typer.echo(f"wrote {len(writer.records)} records to {out}")
     typer.echo("")
     typer.echo(summary_text(writer.records))
@@ -148,7 +152,7 @@ def quality(
     preset: Optional[str] = typer.Option(None, "--preset", metavar=choices(PRESETS), help=PRESET_HELP + " With toy the ground truth is known."),
     weights: opt.Weights = None,
     out: Path = typer.Option(Path("quality"), "--out", help="Folder for quality.json, quality.md and quality.png."),
-    variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="VARIANT", help="A variant (repeat), e.g. ays-10, karras-15+overlap-2, onnxruntime+fp16, ramp; default: the full set."),
+    variant: Optional[List[str]] = typer.Option(None, "--variant", metavar="VARIANT", help="A variant (repeat), e.g. ays-10, karras-15+overlap-2, onnxruntime+fp16, ramp, or SETTING=VALUE for any generation setting (pose_strength=0.5, ays-10+draw_hands=false); default: the full set."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Driving frames of the job (default: three windows' worth)."),
     resolution: Optional[int] = typer.Option(None, "--resolution", help="Short side in px (default: the preset's; small for a quick check)."),
     window: Optional[int] = typer.Option(None, "--window", help="Frames per window (default: the preset's)."),
@@ -158,8 +162,10 @@ def quality(
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime."),
 ) -> None:
     """What speed options cost: steps 25/15/10/6, Karras vs Align Your Steps, overlap, guidance ramp,
-    fp16, backends; per variant seconds, UNet calls, PSNR/SSIM to the 25-step output and (toy) to the
-    ground truth, seam and flicker scores, and a quality-vs-time plot."""
+    fp16, backends (or any generation setting); per variant seconds, UNet calls, PSNR/SSIM to the
+    25-step output and (toy) to the ground truth, seam and flicker scores, and a quality-vs-cost plot.
+    A line as each variant starts and ends (with an ETA); quality.json and quality.md are rewritten
+    after every variant, marked partial until the run completes, so a stopped run keeps what it measured."""
     from mimic.benchmarks.quality_bench import DEFAULT_VARIANTS, QualityPlan, run_quality
 
     if (preset is None) == (weights is None):

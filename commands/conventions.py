@@ -5,7 +5,9 @@
   from ``mimic.model.presets.PRESET_NAMES`` (all torch-free: ``mimic --help`` imports them).
 * Sizes are ``WIDTHxHEIGHT`` (as video players and the README say: ``1024x576`` is landscape).
 * ``--device`` is ``cpu`` or ``cuda[:N]``, default ``cpu`` everywhere (a GPU is asked for).
-* Ranges read ``[range: LO..HI]`` in every help text.
+* Ranges read ``[range: LO..HI]`` (or ``[range: >= LO]``) in every help text.
+* Every value has a label that says what to type: choices as ``a|b``, free text as ``METAVARS``
+  names it (``commands/cli_help.py`` applies it to any option without a metavar of its own).
 """
 from __future__ import annotations
 
@@ -30,11 +32,25 @@ def targets() -> tuple[str, ...]:
 
 
 def in_range(lo, hi=None) -> str:
+    if lo is None:
+        return f"[range: <= {hi}]"
     return f"[range: {lo}..{hi}]" if hi is not None else f"[range: >= {lo}]"
 
 
 PRESET_HELP = f"Built-in weights ({', '.join(PRESETS)})."
 DEVICE_METAVAR = "cpu|cuda[:N]"
+# `mimic demo`: its presets (the trained toy first: the default) and the backends it runs on the CPU.
+DEMO_PRESETS = ("toy", "tiny")
+DEMO_BACKENDS = tuple(b for b in BACKENDS if b != "tensorrt")  # no engines to build for a demo
+# Labels of free-text options that name none themselves (``--FLAG`` or ``COMMAND --FLAG``); any
+# other free-text option is labelled with its name in capitals (``--args`` -> ``ARGS``).
+METAVARS = {
+    "--svd": "DIR|HUB_ID",
+    "--address": "auto|HOST:PORT",
+    "--scaling-frames": "N,N,...",
+    "--args": "'OPTIONS'",
+    "workers --device": DEVICE_METAVAR + ",...",
+}
 DEVICE_HELP = "Device to run on (cpu unless a GPU is asked for)."
 
 

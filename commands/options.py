@@ -57,9 +57,9 @@ class WeightChoice:
     pose_model: Path | None = None
 
     def layout(self):
-        from mimic.model.presets import layout_from_options
+        from mimic.model.presets import checked_layout
 
-        return layout_from_options(**asdict(self))
+        return checked_layout(**asdict(self))
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ def _setting_parameters() -> list[inspect.Parameter]:
     for name, s in SETTINGS.items():
         if not s.cli:
             continue
-        option = typer.Option(None, s.flag, help=s.help, metavar=_metavar(name), rich_help_panel=SETTINGS_PANEL)
+        flags = f"{s.flag}/{s.negative_flag}" if s.kind is bool else s.flag  # a switch: --draw-hands / --no-draw-hands
+        option = typer.Option(None, flags, help=s.help, metavar=_metavar(name), rich_help_panel=SETTINGS_PANEL)
         params.append(inspect.Parameter(_PREFIX + name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[s.kind]))
     for key, names in COMPOSITES.items():
         option = typer.Option(None, f"--{key}", help=COMPOSITE_HELP[key], rich_help_panel=SETTINGS_PANEL)

@@ -1,4 +1,7 @@
-"""``mimic pose``: extract a driving video's poses once, reuse them for many references."""
+"""``mimic pose``: extract a driving video's poses once, reuse them for many references.
+
+Its stdout is the JSON summary alone (``mimic pose ... | jq`` works): progress and warnings go to
+stderr (``mimic.logs.info_to_stderr``)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +21,7 @@ app = typer.Typer()
 def pose(
     video: Path = typer.Argument(..., help="Driving video."),
     out: Path = typer.Option(..., "-o", "--out", help="Pose file to write (.npz)."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Also render the skeletons as an .mp4 (+ a labelled contact-sheet .png beside it)."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write a preview .mp4 (each frame | its skeleton over it) and a labelled contact-sheet .png beside it."),
     weights: opt.Weights = None,
     preset: opt.Preset = None,
     det_model: opt.DetModel = None,
@@ -28,6 +31,7 @@ def pose(
     batch_size: int = typer.Option(8, "--batch-size", help=f"Frames per DWPose batch. {in_range(1)}"),
 ) -> None:
     """Run DWPose on a video and save keypoints, scores and frame times to a .npz pose file."""
+    from mimic import logs
     from mimic.errors import InputError
     from mimic.media.images import IMAGE_SUFFIXES
     from mimic.model.presets import dwpose_paths
@@ -35,6 +39,9 @@ def pose(
     from mimic.media.video_reader import probe_video
     from mimic.media.video_writer import check_writable
 
+    to_stderr = getattr(logs, "info_to_stderr", None)  # stdout: the JSON summary only
+    if to_stderr is not None:
+        to_stderr()
     check_range("--sample-stride", sample_stride, 1, 1000)
     check_range("--batch-size", batch_size, 1)
     check_device(device)

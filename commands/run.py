@@ -45,6 +45,7 @@ def run(
     sequential: bool = typer.Option(False, "--sequential", help="Do not overlap stages across jobs."),
     progress: str = typer.Option("auto", "--progress", metavar="auto|openjd|none", help="auto: a bar (or plain lines) on stderr; openjd: openjd_progress/openjd_status lines on stdout; none."),
     job_index: Optional[int] = typer.Option(None, "--job-index", help=f"Render only job N (1-based) of --jobs: one task per job on a render farm. {in_range(1)}"),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Also write the driving poses' preview before denoising starts: the skeletons over the source video's frames, labelled with frame number and time (PREVIEW.mp4 + a contact-sheet PREVIEW.png beside it); one job."),
     *,
     settings: dict,
     weight_choice: opt.WeightChoice,
@@ -52,7 +53,7 @@ def run(
 ) -> None:
     try:
         failed = run_command(ref=ref, driving=driving, pose=pose, pose_frames=pose_frames, ref_pose=ref_pose, out=out, jobs_file=jobs,
-                             device=device, overlap_jobs=not sequential, progress=progress, job_index=job_index,
+                             device=device, overlap_jobs=not sequential, progress=progress, job_index=job_index, preview=preview,
                              overrides=settings, weight_choice=weight_choice, render_choice=render_choice)
     except MimicError as err:
         if progress == "openjd":  # the scheduler shows why the task failed
@@ -65,7 +66,7 @@ def run(
 
 
 def run_command(*, ref=None, driving=None, pose=None, pose_frames=None, ref_pose=None, out=None, jobs_file=None, device="cpu", overlap_jobs=True,
-                progress="auto", job_index=None, overrides: dict | None = None, weight_choice: opt.WeightChoice = opt.WeightChoice(),
+                progress="auto", job_index=None, preview=None, overrides: dict | None = None, weight_choice: opt.WeightChoice = opt.WeightChoice(),
                 render_choice: opt.RenderChoice = opt.RenderChoice()) -> int:
     """Check everything that needs no model first (torch is not imported until then), load the
     backend once, render every job through the one pipeline (``mimic.runtime.pipeline.generate``,
@@ -81,6 +82,8 @@ def run_command(*, ref=None, driving=None, pose=None, pose_frames=None, ref_pose
         if not 1 <= job_index <= len(entries):
             raise InputError(f"--job-index must be in 1..{len(entries)} (the jobs file has {len(entries)} jobs), got {job_index}")
         entries = [entries[job_index - 1]]
+    if preview is not None:
+        check_preview(preview, entries)
     runnable, refused = screen(entries, base, rc.audio)
     if not runnable:
         return len(refused)
@@ -111,6 +114,9 @@ def run_command(*, ref=None, driving=None, pose=None, pose_frames=None, ref_pose
         log.info(f"  loaded in {time.perf_counter() - t0:.1f} s (models, sessions and engines)")
         add_run_warnings(mm.components.facts, run_warnings)
         hooks_for, _ = progress_hooks(progress, len(jobs))
+        if preview is not None:
+            progress_for = hooks_for
+            hooks_for = lambda k, job: [progress_for(k, job) if progress_for else None, PosePreview(preview)]  # noqa: E731
         policy = checkpoint_policy(mm, rc.checkpoint_every, rc.checkpoint_dir, rc.resume)
         reports = JobExecutor(mm, overlap=overlap_jobs and len(jobs) > 1, checkpoints=policy).run(
             jobs, hooks_for=hooks_for, raise_errors=len(entries) == 1, numbers=[index for index, _ in runnable],
@@ -120,16 +126,60 @@ def run_command(*, ref=None, driving=None, pose=None, pose_frames=None, ref_pose
         if r.error:
             failed += 1
             continue
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in r.seconds.items())
-        log.info(f"wrote {r.output} ({r.frames} frames; {stages})")
+        log.info(f"wrote {r.output} ({r.summary()})")  # size, frames, rate; each phase's seconds; UNet TFLOP per frame
         if r.resumed_from_step is not None:
             log.info(f"  resumed from the checkpoint saved after step {r.resumed_from_step}")
         for w in r.warnings:
-            log.info(f"  warning: {w}")
+            if w not in r.printed:
+                log.warning(w)
     if len(entries) > 1:
         summary = f"{len(entries) - failed} done, {failed} failed"
         (log.error if failed else log.info)(summary)
     return failed
+
+
+def check_preview(preview: Path, entries: list) -> None:
+    """``--preview``: an .mp4 path, for one job, that is none of the job's inputs or outputs; writable."""
+    from mimic.media.video_writer import check_writable
+    from mimic.runtime.jobs import RefusedJob
+
+    if Path(preview).suffix.lower() != ".mp4":
+        raise InputError(f"--preview {preview}: use an .mp4 file (the contact sheet goes beside it as .png)")
+    if len(entries) != 1:
+        raise InputError(f"--preview writes one job's pose preview, but there are {len(entries)} jobs (use --job-index N)")
+    job = entries[0]
+    if not isinstance(job, RefusedJob):
+        target = Path(preview).expanduser().resolve()
+        for path in (*job.input_paths().values(), *job.output_paths().values()):
+            if path is not None and Path(path).expanduser().resolve() in (target, target.with_suffix(".png")):
+                raise InputError(f"--preview {preview} would overwrite {path}, a file of this job: choose another path")
+    check_writable(Path(preview), what="--preview")
+
+
+class PosePreview:
+    """An observer: once the job's poses are known (before denoising), writes their preview over the
+    source video's frames (``mimic.pose.preview``). Drawn pose frames have no poses to show; a source
+    video that is gone or of another size gives the skeletons on black, with a warning."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_inputs(self, inputs) -> None:
+        from mimic.pose.preview import write_pose_preview
+
+        if inputs.sequence is None:
+            log.warning(f"--preview: --pose-frames are drawn pose images, with no detected poses to preview; {self.path} not written")
+            return
+        source = inputs.source
+        try:
+            video, sheet = write_pose_preview(inputs.sequence, source, self.path)
+        except InputError as err:
+            if source is None:
+                raise
+            log.warning(f"--preview: {err}; drawing the skeletons on black")
+            video, sheet = write_pose_preview(inputs.sequence, None, self.path)
+        where = "over the source frames" if source is not None else "on black (the pose file's video was not found)"
+        log.info(f"wrote the pose preview {video} and {sheet.name} (skeletons {where}): look at it while the job renders")
 
 
 def runtime_options(rc: opt.RenderChoice, device: str):

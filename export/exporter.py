@@ -186,7 +186,7 @@ def export_weight_set(
     dims = info.dims
     summary = ExportSummary(out_dir=out_dir, precisions=precisions)
     log.info(f"exporting {', '.join(wanted)} as {' + '.join(precisions)} ONNX ({EXPORTER} exporter, opset {opset}) into {out_dir}")
-    log.info(f"model dims: embed {dims.embed_dim}, pose channels {dims.pose_channels}, latent {dims.latent_channels}; profile set {dims.profile_set!r}")
+    log.info(f"model dims: embed {dims.embed_dim}, pose channels {dims.pose_channels}, latent {dims.latent_channels}; shape profiles: {'small (the tiny and toy presets)' if dims.profile_set == 'tiny' else 'released sizes'}")
     sources = stage_sources(layout, svd_dir, wanted)
     # Withdraw the graphs about to change: an interrupted export reads as stale, never as fresh.
     write_manifest(out_dir, [], dims, opset, withdraw=[(s, p) for s in wanted for p in precisions])

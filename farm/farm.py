@@ -27,10 +27,17 @@ admitted as ``mimic run`` admits it before a worker renders it. CPU workers rend
 submitting process's torch and onnxruntime thread counts (``submitting_threads``), so their outputs
 equal ``mimic run``'s on that machine. Ctrl-C and SIGTERM are answered by the handlers that were
 there before Ray's (``mimic.farm.signals``): the farm cancels and the interrupt propagates.
+
+Progress: the Ray cluster's start-up and the workers' (loading the weights) are phases with a line
+every ``STARTUP_LINE_S`` seconds; then the view (``mimic.farm.view``) shows the jobs, with an ETA
+from the done jobs or, before the first is done, projected from the running jobs' denoising
+progress (``FarmSnapshot``). ``FarmReport.phases`` splits the whole wall time (sizing, cluster
+start-up, worker start-up, rendering), and ``mimic farm``'s last line says it.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import threading
@@ -54,6 +61,9 @@ from mimic.runtime.api import RuntimeOptions
 __all__ = ["Farm", "FarmReport", "JobResult", "make_spec"]
 
 log = logging.getLogger(__name__)
+
+STARTUP_LINE_S = 5.0  # while the cluster and the workers start: a line this often (the user sees the farm is not stuck)
+PHASES = ("sizing", "cluster", "workers", "rendering")  # FarmReport.phases, in this order (mimic.farm.results.PHASE_LABELS)
 
 
 def make_spec(*, preset: str | None = None, weights: Path | None = None, layout=None, options: RuntimeOptions | None = None,
@@ -118,6 +128,9 @@ class Farm:
                  hooks: Callable[[int, Job, int], Hooks | None] | None = None, auto_device: bool | None = None,
                  no_worker_timeout_s: float = 900.0, start_timeout_s: float = 900.0, devices_per_worker: int = 1,
                  run_warnings: tuple[str, ...] = ()):
+        self._created = time.perf_counter()  # the report's wall time counts from here
+        self._phases: dict[str, float] = {}  # seconds per phase (PHASES); rendering from self.t0 once started
+        self._rendering = False
         if retries < 0:
             raise MimicError(f"--retries must be >= 0, got {retries}")
         if workers is not None and workers < 1:
@@ -170,10 +183,18 @@ class Farm:
         if self._local and not cuda_wanted and not self.auto_device:
             self._size_host()
         num_cpus = (os.cpu_count() or 1) if self._local and not cuda_wanted else None  # the cores rule, not Ray's own count
+        joined = self._local or self.address is not None  # else: this process's Ray session, already up
+        t_cluster = time.perf_counter()
+        if joined:
+            log.info("farm: Ray cluster start-up: " + ("a private cluster on 127.0.0.1" if self._local else f"joining {self.address}") + " ...")
         try:
-            self.cluster = Cluster(self.address, num_cpus=num_cpus).open()
+            with _ticking(lambda s: f"farm: Ray cluster start-up: {s:.0f} s ...", STARTUP_LINE_S if joined else 0):
+                self.cluster = Cluster(self.address, num_cpus=num_cpus).open()
         except BaseException as err:
             reraise(err)  # Ray's own SIGTERM handler (sys.exit(15)) until Cluster.open put ours back: the interrupt
+        if joined:  # (a Ray session this process had already started is no phase of this farm)
+            self._phases["cluster"] = time.perf_counter() - t_cluster
+            log.info(f"farm: Ray cluster up in {self._phases['cluster']:.1f} s")
         try:
             resources = ray.cluster_resources()
             gpus = int(resources.get("GPU", 0))
@@ -212,7 +233,9 @@ class Farm:
             log.info(f"farm: starting {n} {'GPU' if cuda else 'CPU'} worker(s) on {self.cluster.gcs_address} ...")
             refs = {a.ready.remote(): i for i, a in enumerate(self._actors)}
             pending = list(refs)
+            t_workers = time.perf_counter()
             deadline = time.monotonic() + self.start_timeout_s
+            next_line = t_workers + STARTUP_LINE_S
             while pending and not any(w.loaded for w in self.workers):  # the first worker up (or its error) starts the farm
                 if time.monotonic() > deadline:
                     raise FarmError(f"no farm worker started within {self.start_timeout_s:.0f} s: does the cluster have {n} free "
@@ -221,15 +244,21 @@ class Farm:
                 for ref in done:
                     self.workers[refs[ref]] = _ray_get(ray, ref)
                     self._scheduler.worker_up(refs[ref])
+                if pending and not done and time.perf_counter() >= next_line:
+                    log.info(f"farm: worker start-up: 0 of {n} ready after {time.perf_counter() - t_workers:.0f} s (each loads the weights) ...")
+                    next_line += STARTUP_LINE_S
+            self._phases["workers"] = time.perf_counter() - t_workers
             self._probes.update({ref: refs[ref] for ref in pending})  # the rest join as they come up
             ready = [w for w in self.workers if w.loaded]
-            log.info(f"farm: {len(ready)} of {n} worker(s) ready ({', '.join(f'{w.worker} {w.node} pid {w.pid}' for w in ready)})")
+            log.info(f"farm: {len(ready)} of {n} worker(s) ready after {self._phases['workers']:.1f} s "
+                     f"({', '.join(f'{w.worker} {w.node} pid {w.pid}' for w in ready)})")
         except BaseException as err:
             with held():  # a second Ctrl-C does not cut the clean-up short
                 self._shutdown_actors()
                 self.cluster.close()
             reraise(err)  # an interrupt inside a Ray call unwinds as the interrupt
         self.t0 = time.perf_counter()
+        self._rendering = True
         self._thread = threading.Thread(target=self._run, name="mimic-farm-scheduler", daemon=True)
         self._thread.start()
         return self
@@ -244,8 +273,10 @@ class Farm:
             import torch
 
             o = self.spec.options
+            t = time.perf_counter()
             self._host = host_budget(self.spec.layout, self.spec.base_config, o.backend, o.dtype == torch.float32,
                                      self._devices_per_worker())
+            self._phases["sizing"] = time.perf_counter() - t
             self._host.check(self.requested_workers)
         return self._host
 
@@ -368,8 +399,17 @@ class Farm:
             return self._scheduler.results() if self._scheduler else []
 
     def report(self) -> FarmReport:
-        return FarmReport(tuple(self._results), time.perf_counter() - self.t0, tuple(self.workers),
-                          self.cluster.gcs_address if self.cluster and _ray_up() else None, self.retries)
+        now = time.perf_counter()
+        return FarmReport(tuple(self._results), now - self.t0, tuple(self.workers),
+                          self.cluster.gcs_address if self.cluster and _ray_up() else None, self.retries,
+                          phases=self.phases(now), wall_seconds=now - self._created)
+
+    def phases(self, now: float | None = None) -> tuple[tuple[str, float], ...]:
+        """(phase, seconds) so far, in order (``PHASES``): sizing, Ray cluster start-up, worker
+        start-up, rendering (from the first worker up); what the farm did not reach is left out."""
+        now = time.perf_counter() if now is None else now
+        timed = dict(self._phases, **({"rendering": now - self.t0} if self._rendering else {}))
+        return tuple((name, timed[name]) for name in PHASES if name in timed)
 
     def cancel(self, grace_s: float = 20.0) -> None:
         """Stop: queued jobs are cancelled, running ones stop at their next unit of work (their
@@ -517,6 +557,28 @@ class Farm:
             except Exception:
                 pass
         self._actors = []
+
+
+@contextlib.contextmanager
+def _ticking(line: Callable[[float], str], every_s: float):
+    """While inside, log ``line(seconds so far)`` every ``every_s`` seconds from a thread (the main
+    thread is blocked in Ray's start-up); ``every_s`` 0: nothing."""
+    if every_s <= 0:
+        yield
+        return
+    stop, t0 = threading.Event(), time.perf_counter()
+
+    def tick() -> None:
+        while not stop.wait(every_s):
+            log.info(line(time.perf_counter() - t0))
+
+    thread = threading.Thread(target=tick, name="mimic-farm-startup-lines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=1.0)
 
 
 def _absolute(job: Job) -> Job:

@@ -9,7 +9,7 @@ import collections
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from mimic.errors import ExitCode
 from mimic.farm.outcome import WorkerFacts
@@ -76,16 +76,45 @@ class JobResult:
         }
 
 
+# What the phases of a farm run are called in its summary line and report (``FarmReport.phases``).
+PHASE_LABELS = {
+    "preparing": "preparing (jobs file, weights, screening)",
+    "sizing": "sizing the workers (memory of one job, measured)",
+    "cluster": "Ray cluster start-up",
+    "workers": "worker start-up (loading the weights)",
+    "rendering": "rendering",
+    "shutdown": "shutdown",
+}
+
+
+def time_summary(wall_s: float, phases: Sequence[tuple[str, float]], min_s: float = 0.05) -> str:
+    """``146.0 s: 45.0 s Ray cluster start-up, 101.0 s rendering``: the whole ``wall_s`` split into
+    ``phases`` ((name, seconds), in order; names from ``PHASE_LABELS`` or any text). What the phases
+    do not cover is shown as ``other``, so the parts always add up to the total; phases under
+    ``min_s`` are folded into it."""
+    shown = [(PHASE_LABELS.get(name, name), s) for name, s in phases if s >= min_s]
+    other = wall_s - sum(s for _, s in shown)
+    if other >= min_s:
+        shown.append(("other", other))
+    if not shown:
+        return f"{wall_s:.1f} s"
+    return f"{wall_s:.1f} s: " + ", ".join(f"{s:.1f} s {label}" for label, s in shown)
+
+
 @dataclass(frozen=True)
 class FarmReport:
-    """Every job's result in submission order, the workers, the run's wall time (from the first
-    worker up) and the cluster it ran on."""
+    """Every job's result in submission order, the workers, the rendering time (``seconds``: from the
+    first worker up), the cluster it ran on, and the whole run: ``phases`` ((name, seconds) in
+    order: sizing, Ray cluster start-up, worker start-up, rendering; ``PHASE_LABELS``) adding up to
+    ``wall_seconds`` (from the farm's creation to this report)."""
 
     results: tuple[JobResult, ...]
     seconds: float
     workers: tuple[WorkerFacts, ...]
     cluster: str | None = None
     retries: int = 0
+    phases: tuple[tuple[str, float], ...] = ()
+    wall_seconds: float | None = None
 
     @property
     def failed(self) -> list[JobResult]:
@@ -96,11 +125,20 @@ class FarmReport:
         """0 when every job was rendered, 1 otherwise (each job's own code is in the report)."""
         return ExitCode.OK if not self.failed else ExitCode.FAILED
 
+    def summary(self, more: Sequence[tuple[str, float]] = (), before: Sequence[tuple[str, float]] = ()) -> str:
+        """``4 done, 0 failed in 146.0 s: 45.0 s Ray cluster start-up, ..., 101.0 s rendering``: the
+        whole wall time (``before``/``more``: phases the caller timed before and after the farm's)."""
+        done = len(self.results) - len(self.failed)
+        phases = [*before, *self.phases, *more]
+        wall = sum(s for _, s in before) + (self.wall_seconds if self.wall_seconds is not None else self.seconds) + sum(s for _, s in more)
+        return f"{done} done, {len(self.failed)} failed in {time_summary(wall, phases or [('rendering', self.seconds)])}"
+
     def to_dict(self) -> dict:
         count = collections.Counter(r.outcome for r in self.results)
         return {
             "jobs": len(self.results), "done": count["done"], "failed": count["failed"], "cancelled": count["cancelled"],
-            "seconds": round(self.seconds, 3), "retries": self.retries, "cluster": self.cluster,
+            "seconds": round(self.seconds, 3), "wall_seconds": round(self.wall_seconds, 3) if self.wall_seconds is not None else None,
+            "phases": {name: round(s, 3) for name, s in self.phases}, "retries": self.retries, "cluster": self.cluster,
             "workers": [w.to_dict() for w in self.workers], "results": [r.to_dict() for r in self.results],
         }
 

@@ -62,7 +62,14 @@ class RunningJob:
 
 @dataclass(frozen=True)
 class FarmSnapshot:
-    """Counts and what each worker renders now, for the progress view (``mimic.farm.view``)."""
+    """Counts and what each worker renders now, for the progress view (``mimic.farm.view``).
+
+    ``elapsed``: seconds since the first worker was up (rendering; the start-up before is the
+    farm's own phase). ``mean_job_seconds``: what one job takes on a worker: the mean of the done
+    jobs' own seconds (as their workers measured them; ``eta_basis`` "done"), or before the first
+    job is done, projected from the running jobs' denoising progress (``eta_basis`` "progress");
+    None before either. ``eta_s``: ``mean_job_seconds`` x jobs not finished / workers; ``eta_text``
+    says it in words (the progress view's ETA, ``mimic.farm.view.status_line``)."""
 
     total: int = 0
     done: int = 0
@@ -73,6 +80,43 @@ class FarmSnapshot:
     workers: int = 0
     elapsed: float = 0.0
     mean_job_seconds: float | None = None
+    eta_basis: str | None = None  # "done" | "progress" | None
+
+    @property
+    def left(self) -> int:
+        return self.total - self.done - self.failed - self.cancelled
+
+    @property
+    def eta_s(self) -> float | None:
+        return estimate_eta(self.mean_job_seconds, self.left, self.workers)
+
+    @property
+    def eta_text(self) -> str:
+        """``ETA 40 s`` (from done jobs), ``ETA ~40 s (projected from denoising progress)``, ``ETA
+        once a job is denoising`` (nothing to go by yet), or "" when nothing is left."""
+        eta = self.eta_s
+        if not self.left:
+            return ""
+        if eta is None:
+            return "ETA once a job is denoising"
+        if self.eta_basis == "progress":
+            return f"ETA ~{eta:.0f} s (projected from denoising progress)"
+        return f"ETA {eta:.0f} s"
+
+
+def estimate_eta(mean_job_seconds: float | None, left: int, workers: int) -> float | None:
+    """Seconds until the ``left`` jobs not finished are: ``mean_job_seconds`` each, ``workers`` at a time."""
+    if mean_job_seconds is None or left <= 0:
+        return None
+    return mean_job_seconds * left / max(1, workers)
+
+
+def projected_job_seconds(elapsed: float, progress: JobProgress) -> float | None:
+    """What a running job will take, from its denoising progress ``elapsed`` seconds after it
+    started: the seconds so far per denoiser call x its calls (None before the first call)."""
+    if progress.total <= 0 or progress.done <= 0 or elapsed <= 0:
+        return None
+    return elapsed * progress.total / progress.done
 
 
 @dataclass
@@ -85,6 +129,8 @@ class _Task:
     worker: int | None = None  # running there now
     last_worker: int | None = None
     progress: JobProgress | None = None
+    started: float | None = None  # when the running attempt was assigned
+    progress_at: float | None = None  # when ``progress`` was reported
     history: list[Attempt] = field(default_factory=list)
     final: JobResult | None = None
 
@@ -102,6 +148,7 @@ class Scheduler:
         self._tasks: list[_Task] = []
         self._queue: collections.deque[int] = collections.deque()
         self._no_worker_since: float | None = None
+        self._first_up: float | None = None
         self.cancelled = False
         self.t0 = clock()
 
@@ -111,18 +158,19 @@ class Scheduler:
         return len(self._state)
 
     def add_workers(self, count: int) -> None:
-        """``count`` more worker slots (down until ``worker_up``): a farm adds its workers as it
-        starts. The first ones start the clock: jobs queued before count their seconds from then."""
-        if not self._state:
-            self.t0 = self._clock()
-            for task in self._tasks:
-                if task.final is None:
-                    task.t0 = self.t0
+        """``count`` more worker slots (down until ``worker_up``): a farm adds its workers as it starts."""
         self._state += [DOWN] * count
         self._load += [0] * count
 
     def worker_up(self, w: int) -> None:
+        """Worker ``w`` is up. The first one starts the clock (``elapsed``, jobs' seconds): jobs
+        queued before count their seconds from then, not through the cluster's and workers' start-up."""
         self._state[w] = UP
+        if self._first_up is None:
+            self._first_up = self.t0 = self._clock()
+            for task in self._tasks:
+                if task.final is None:
+                    task.t0 = self.t0
 
     def worker_lost(self, w: int) -> bool:
         """Worker ``w`` died (Ray replaces it): no job starts there until ``worker_up``. True when
@@ -165,6 +213,7 @@ class Scheduler:
             self._queue.popleft()
             task.attempts += 1
             task.worker = task.last_worker = w
+            task.started, task.progress_at = self._clock(), None
             self._load[w] += 1
             started.append(Assignment(task.index, w, task.attempts, task.job))
             log.debug(f"farm: job {task.index + 1} ({task.out}) -> {worker_name(w)} (attempt {task.attempts})")
@@ -182,7 +231,8 @@ class Scheduler:
             return None
         if out.outcome == "done":
             resumed = f", resumed after step {out.resumed_from_step}" if out.resumed_from_step is not None else ""
-            log.info(f"farm: done {task.out} on {out.worker} (attempt {task.attempts}, {self._clock() - task.t0:.1f} s{resumed})")
+            log.info(f"farm: done {task.out} on {out.worker} (attempt {task.attempts}, {out.seconds:.1f} s on the worker, "
+                     f"{self._clock() - task.t0:.1f} s in the farm, queueing included{resumed})")
         elif out.outcome == "failed":
             log.error(f"error: job {task.index + 1} ({task.out}): {out.error}")
         return self._finish(task, out.outcome, worker=out.worker, node=out.node, error=out.error, exit_code=out.exit_code,
@@ -246,7 +296,7 @@ class Scheduler:
         """A running job's progress, as its worker reported it."""
         task = self._running(index)
         if task is not None:
-            task.progress = progress
+            task.progress, task.progress_at = progress, self._clock()
 
     def results(self) -> list[JobResult]:
         """Every job's result so far, in submission order (``pending`` ones too)."""
@@ -256,9 +306,24 @@ class Scheduler:
         count = collections.Counter(task.final.outcome for task in self._tasks if task.final)
         running = tuple(RunningJob(worker_name(t.worker), t.index, Path(t.out).name if t.out else "", t.attempts, t.progress or JobProgress())
                         for t in sorted(self._in_flight(), key=lambda t: (t.worker, t.index)))
-        finished = [t.final.seconds for t in self._tasks if t.final and t.final.ok]
+        mean, basis = self._job_seconds()
         return FarmSnapshot(len(self._tasks), count["done"], count["failed"], count["cancelled"], running, len(self._queue),
-                            self.workers, self._clock() - self.t0, sum(finished) / len(finished) if finished else None)
+                            self.workers, self._clock() - self.t0, mean, basis)
+
+    def _job_seconds(self) -> tuple[float | None, str | None]:
+        """(seconds one job takes on a worker, "done" | "progress"): the done jobs' own seconds (their
+        last attempt's, as the worker measured it: no queueing, no start-up), else the running
+        jobs' projections from their denoising progress; (None, None) before either exists."""
+        done = [t.history[-1].seconds if t.history and t.history[-1].seconds is not None else t.final.seconds
+                for t in self._tasks if t.final and t.final.ok]
+        if done:
+            return sum(done) / len(done), "done"
+        projected = [projected_job_seconds(t.progress_at - t.started, t.progress) for t in self._in_flight()
+                     if t.progress is not None and t.progress_at is not None and t.started is not None]
+        projected = [p for p in projected if p is not None]
+        if projected:
+            return sum(projected) / len(projected), "progress"
+        return None, None
 
     # -- internals ------------------------------------------------------------------------------
     def _new_task(self, job: Any, out: Path | None) -> _Task:
@@ -277,7 +342,7 @@ class Scheduler:
 
     def _release(self, task: _Task) -> None:
         self._load[task.worker] -= 1
-        task.worker, task.progress = None, None
+        task.worker, task.progress, task.started, task.progress_at = None, None, None, None
 
     def _requeue(self, task: _Task, why: str | None, where: str = "") -> bool:
         if self.cancelled or task.attempts > self.retries:

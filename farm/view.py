@@ -33,18 +33,11 @@ def finished(snap: FarmSnapshot) -> int:
     return snap.done + snap.failed + snap.cancelled
 
 
-def eta_seconds(snap: FarmSnapshot) -> float | None:
-    left = snap.total - finished(snap)
-    if snap.mean_job_seconds is None or not left:
-        return None
-    return snap.mean_job_seconds * left / max(1, snap.workers)
-
-
 def status_line(snap: FarmSnapshot) -> str:
-    eta = eta_seconds(snap)
+    eta = snap.eta_text  # the schedule's words: projected (~) before a job is done, "once a job is denoising" before that
     workers = "; ".join(describe_worker(r) for r in snap.running)
     line = (f"farm: {snap.done}/{snap.total} done, {snap.failed} failed, {len(snap.running)} running, {snap.queued} queued"
-            f" | {snap.elapsed:.0f} s" + (f", ETA {eta:.0f} s" if eta is not None else ""))
+            f" | {snap.elapsed:.0f} s" + (f", {eta}" if eta else ""))
     return line + (f" | {workers}" if workers else "")
 
 

@@ -1,6 +1,8 @@
 """Labelled side-by-side previews: the pose image and the rendered frame next to each other, each
 half named above it ("pose" | "output") and the frame number and time under both, so a person
-sees at once which side is which and where in the video the frame is.
+sees at once which side is which and where in the video the frame is. Frame numbers shown to the
+user count from 1 (the convention everywhere: "frame 1" is the first output frame, at 0.00 s);
+the functions here take the 0-based index into the video, as Python code does.
 
 ``labelled_side_by_side`` makes one picture (``mimic demo``'s preview.png), ``labelled_panels`` the same
 for any number of panels (pose | output | ground truth); ``write_side_by_side_video`` a short
@@ -16,7 +18,7 @@ import numpy as np
 from mimic.errors import InputError
 
 HEADER = 22  # px: the strip above the halves holding their names
-FOOTER = 22  # px: the strip below holding "frame N   t = T s"
+FOOTER = 22  # px: the strip below holding "frame N   t = T s" (N from 1)
 STRIP_GREY = 32
 TEXT = (235, 235, 235)
 DIVIDER = (96, 96, 96)
@@ -39,14 +41,17 @@ def label_strip(text: str, width: int, height: int, scale: float) -> np.ndarray:
 
 
 def frame_caption(frame_index: int, fps: float) -> str:
-    return f"frame {frame_index}   t = {frame_index / fps:.2f} s" if fps > 0 else f"frame {frame_index}"
+    """``frame 1   t = 0.00 s`` for index 0: the number counts from 1, the time from 0."""
+    number = frame_index + 1
+    return f"frame {number}   t = {frame_index / fps:.2f} s" if fps and fps > 0 else f"frame {number}"
 
 
 def labelled_panels(panels_chw, labels, frame_index: int, fps: float) -> np.ndarray:
     """(3, H, W) uint8 images of one frame (pose, output, ground truth, ...) -> one (HEADER + H +
     FOOTER, n·W + 2(n-1), 3) uint8 RGB picture: the panels side by side (2-px dividers), each named
-    above by its label, ``frame N   t = T s`` below (``T = frame_index / fps``; frames count from 0,
-    as the output video's). Rows of several frames stack with ``np.concatenate(rows, axis=0)``."""
+    above by its label, ``frame N   t = T s`` below (``frame_index``: 0-based index into the video;
+    ``N = frame_index + 1``, ``T = frame_index / fps``). Rows of several frames stack with
+    ``np.concatenate(rows, axis=0)``."""
     panels = [np.asarray(p) for p in panels_chw]
     labels = list(labels)
     shape = panels[0].shape if panels else None

@@ -29,7 +29,7 @@ class Setting:
     """One generation setting as the user meets it."""
 
     flag: str  # the command-line flag; its name without dashes (``-`` -> ``_``) is the jobs-file key
-    kind: type  # int, float or str
+    kind: type  # int, float, str or bool
     help: str
     lo: float | None = None
     hi: float | None = None
@@ -38,13 +38,25 @@ class Setting:
     cli: bool = True  # an option of `mimic run`/`mimic farm` (False: config and jobs-file key only)
     normalise: Callable[[Any], tuple[Any, str | None]] | None = None  # value -> (value, warning or None)
     aliases: tuple[str, ...] = ()  # further jobs-file/config keys (upstream's names, earlier names)
+    unset: str = ""  # the default is None: what None means, for help texts ("the motion's fps")
 
     @property
     def key(self) -> str:
         return self.flag.removeprefix("--").replace("-", "_")
 
+    @property
+    def negative_flag(self) -> str:
+        """``--no-draw-hands`` for a bool setting's ``--draw-hands``."""
+        return "--no-" + self.flag.removeprefix("--")
+
     def check(self, value) -> None:
         """Type and range (or choice), with the user's flag in the message (InputError)."""
+        if value is None and self.unset:
+            return
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise InputError(f"{self.flag} must be true or false, got {_shown(value)}")
+            return
         if self.choices:
             if not isinstance(value, str) or value not in self.choices:
                 raise InputError(f"{self.flag} must be one of {', '.join(self.choices)}, got {value!r}")
@@ -60,7 +72,9 @@ class Setting:
             raise InputError(f"{self.flag} must be in {span}, got {_shown(value)}")
 
     def range_text(self) -> str:
-        """``[range: 1..1000]`` / ``[choices: a, b]`` for help texts."""
+        """``[range: 1..1000]`` / ``[choices: a, b]`` for help texts ("" for a switch)."""
+        if self.kind is bool:
+            return ""
         if self.choices:
             return f"[choices: {', '.join(self.choices)}]"
         if self.hi is not None and self.hi >= 2**31:
@@ -95,6 +109,16 @@ class GenerationConfig:
                             choices=("karras", "ays"))
     guidance_min: float = setting(2.0, "--guidance-min", float, "Guidance at the first frame of a window.", 0.0, 100.0)
     guidance_max: float = setting(2.0, "--guidance-max", float, "Guidance at the last frame of a window.", 0.0, 100.0)
+    # Guidance in a limited interval (Kynkaanniemi et al., NeurIPS 2024): classifier-free guidance only
+    # at the steps whose noise level sigma is in [min, max]; the other steps run the conditional half
+    # alone (a batch-1 UNet call: half the UNet work of that step). Unset: no bound (the released behaviour).
+    guidance_sigma_min: float | None = setting(None, "--guidance-sigma-min", float, "Guidance interval: classifier-free guidance only "
+                                               "at steps whose noise level sigma is at least this (SVD's sigmas run from 700 down to "
+                                               "0.002); the others run the conditional half alone, half the UNet work.", 0.001, 1000.0,
+                                               unset="no lower bound: every step")
+    guidance_sigma_max: float | None = setting(None, "--guidance-sigma-max", float, "Guidance interval: classifier-free guidance only "
+                                               "at steps whose noise level sigma is at most this; the others run the conditional half "
+                                               "alone, half the UNet work.", 0.001, 1000.0, unset="no upper bound: every step")
     fps_cond: int = setting(7, "--fps-cond", int, "Conditioning fps (hard-coded 7 upstream; the added time id is fps_cond - 1).", 1, 255,
                             cli=False)
     motion_bucket_id: int = setting(127, "--motion-bucket-id", int, "SVD motion bucket id (127 upstream).", 0, 1023, cli=False)
@@ -102,8 +126,21 @@ class GenerationConfig:
                                         aliases=("noise_aug_strength",))
     decode_chunk: int = setting(8, "--decode-chunk", int, "Frames per temporal-decoder chunk.", 1, 1024, unit="frames")
     sample_stride: int = setting(2, "--sample-stride", int, "Driving-video frame stride (times max(1, int(fps/24))).", 1, 1000)
-    output_fps: float = setting(15.0, "--fps", float, "Output frame rate.", 1.0, 240.0, unit="fps", aliases=("output_fps",))
+    output_fps: float | None = setting(None, "--fps", float, "Output frame rate (default: the sampled motion's rate, the driving video's "
+                                       "fps / stride, so the output lasts as long as the motion).", 1.0, 240.0, unit="fps",
+                                       aliases=("output_fps",), unset="the motion's fps")
     seed: int = setting(42, "--seed", int, "Random seed.", 0, 2**63 - 1)
+    # What the ComfyUI MimicMotion nodes offer beyond the released script (their names; the defaults are the released behaviour).
+    pose_strength: float = setting(1.0, "--pose-strength", float, "Scale of the pose guidance (the PoseNet output added to the UNet input).",
+                                   0.0, 10.0)
+    image_embed_strength: float = setting(1.0, "--image-embed-strength", float, "Scale of the reference image's CLIP embedding.", 0.0, 10.0)
+    pose_start_percent: float = setting(0.0, "--pose-start-percent", float, "First denoising step with pose guidance, as a fraction of the "
+                                        "steps (ComfyUI's percent, 0..1); before it the UNet gets no pose.", 0.0, 1.0)
+    pose_end_percent: float = setting(1.0, "--pose-end-percent", float, "Last denoising step with pose guidance, as a fraction of the steps "
+                                      "(0..1); after it the UNet gets no pose.", 0.0, 1.0)
+    draw_body: bool = setting(True, "--draw-body", bool, "Draw the body in the pose images the model sees.", aliases=("include_body",))
+    draw_hands: bool = setting(True, "--draw-hands", bool, "Draw the hands in the pose images the model sees.", aliases=("include_hand",))
+    draw_face: bool = setting(True, "--draw-face", bool, "Draw the face in the pose images the model sees.", aliases=("include_face",))
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -112,6 +149,11 @@ class GenerationConfig:
             (self.resolution % 64 == 0, f"--resolution must be a positive multiple of 64, got {self.resolution}"),
             (self.overlap < self.window, f"--overlap must be smaller than --window ({self.window}), got {self.overlap}"),
             (self.guidance_max > 1.0, f"--guidance-max must be > 1 (classifier-free guidance), got {self.guidance_max:g}"),
+            (self.pose_start_percent <= self.pose_end_percent,
+             f"--pose-start-percent ({self.pose_start_percent:g}) must not be after --pose-end-percent ({self.pose_end_percent:g})"),
+            (self.guidance_sigma_min is None or self.guidance_sigma_max is None or self.guidance_sigma_min <= self.guidance_sigma_max,
+             f"--guidance-sigma-min ({self.guidance_sigma_min:g}) must not be above --guidance-sigma-max ({self.guidance_sigma_max:g})"
+             if self.guidance_sigma_min is not None and self.guidance_sigma_max is not None else ""),
         ]
         for ok, msg in checks:
             if not ok:
@@ -128,7 +170,20 @@ class GenerationConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def fps_for(self, motion_fps: float | None) -> float:
+        """The output frame rate: ``--fps`` when given, else the sampled motion's rate (so the output
+        lasts as long as the motion), else (drawn pose frames with no rate) the released 15 fps."""
+        if self.output_fps is not None:
+            return float(self.output_fps)
+        return float(motion_fps) if motion_fps else RELEASED_FPS
 
+    def pose_steps(self) -> tuple[int, int]:
+        """(first, last) denoising step index (0-based, both included) that gets the pose latents:
+        ``round(steps * percent)`` for each end, as the ComfyUI wrapper counts them; (0, steps) by default."""
+        return round(self.steps * self.pose_start_percent), round(self.steps * self.pose_end_percent)
+
+
+RELEASED_FPS = 15.0  # configs/test.yaml's fps: the output rate when the motion has none (drawn pose frames)
 SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(GenerationConfig)}
 RELEASED: dict[str, Any] = {f.name: f.default for f in fields(GenerationConfig) if f.default is not MISSING}
 # Settings given together by one key: `--guidance G` (and upstream's `guidance_scale`) set both ends of the ramp.

@@ -106,6 +106,9 @@ def vae_pixels(image_rgb: np.ndarray) -> torch.Tensor:
 
 
 def pose_pixels(poses_uint8: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Drawn pose images uint8 (F, 3, H, W) -> [-1, 1] in ``dtype`` (PoseNet's input)."""
-    t = torch.as_tensor(poses_uint8)
+    """Drawn pose images uint8 (F, 3, H, W) -> [-1, 1] in ``dtype`` (PoseNet's input), always
+    contiguous: on the CPU a convolution's last bits depend on its input's memory layout, and pose
+    images read from a video arrive channels-last strided, so without this the same poses would
+    render differently by where they came from."""
+    t = torch.as_tensor(poses_uint8).contiguous()
     return t.to(dtype) / 127.5 - 1

@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 TOY_WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "toy" / "weights"
 
 # Quick CPU settings for the tiny preset (the released defaults are GenerationConfig()).
-TINY_GENERATION = GenerationConfig(resolution=192, window=16, overlap=6, steps=8, output_fps=15.0)
+TINY_GENERATION = GenerationConfig(resolution=192, window=16, overlap=6, steps=8)
 # The toy preset: 8-frame windows (the training length), 10 steps.
-TOY_GENERATION = GenerationConfig(resolution=128, window=8, overlap=4, steps=10, output_fps=8.0)
+TOY_GENERATION = GenerationConfig(resolution=128, window=8, overlap=4, steps=10)
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,18 @@ def layout_from_options(
     return resolve_weights(weights, svd, checkpoint, det_model, pose_model)
 
 
+def checked_layout(preset: str | None = None, weights: Path | None = None, svd: str | None = None, checkpoint: Path | None = None,
+                   det_model: Path | None = None, pose_model: Path | None = None) -> WeightsLayout:
+    """``layout_from_options`` for a command that loads every part (run, farm, the Python API): any
+    missing parts are one error listing them all, with their sources (``weights.check_layout``)."""
+    from mimic.model.weights import check_layout
+
+    layout = layout_from_options(preset, weights, svd, checkpoint, det_model, pose_model)
+    if preset is None:
+        check_layout(layout, Path(weights) if weights is not None else None)
+    return layout
+
+
 def toy_layout() -> WeightsLayout:
     """The committed toy weights (SVD folder + checkpoint) with the tiny preset's DWPose models."""
     from mimic.errors import WeightsError
@@ -114,6 +126,13 @@ def dwpose_paths(preset: str | None, weights: Path | None, det_model: Path | Non
             layout = layout_from_options(preset=preset)
             base_det, base_pose = layout.det_model, layout.pose_model
         else:
+            from mimic.errors import WeightsError
+            from mimic.model.weights import WeightsLayout, check_layout
+
+            if not Path(weights).is_dir():
+                raise WeightsError(f"weights directory {weights} does not exist")
             base_det, base_pose = Path(weights) / DET_MODEL, Path(weights) / POSE_MODEL
+            det, pose = Path(det_model or base_det), Path(pose_model or base_pose)
+            check_layout(WeightsLayout("", Path(), det, pose), Path(weights), parts=("det_model", "pose_model"))
         return Path(det_model or base_det), Path(pose_model or base_pose)
     raise InputError("no DWPose models: pass --weights DIR, --preset tiny|toy, or --det-model and --pose-model")

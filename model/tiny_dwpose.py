@@ -19,6 +19,14 @@ Two kinds:
   finds bright blobs (pooled brightness, a local-maximum test on a smoothed map, one fixed-size
   box per blob at stride 32); the pose model adds a per-keypoint canonical standing-person prior
   to the crop's pooled brightness profiles, so keypoints land inside the detected box.
+
+The tiny pair's poses mean nothing (a blob and a prior, with random gains), yet they look like
+poses. So both files carry a marker in their ONNX metadata (``metadata_props``:
+:data:`RANDOM_WEIGHTS_KEY` = :data:`RANDOM_WEIGHTS_WARNING`), which
+:class:`mimic.pose.detector.DWPoseDetector` reads when it loads a file, whatever its path.
+:func:`random_weights_warning` also recognises the files written before the marker existed
+(producer ``mimic-tiny-dwpose``, graph ``tiny_yolox`` / ``tiny_rtmpose``: e.g. an older cache).
+The planted-output models are not marked: tests choose their outputs.
 """
 from __future__ import annotations
 
@@ -43,6 +51,28 @@ SIMCC_X_SHAPE = tuple(DWPOSE_POSE.tensor(SIMCC_X_NAME).dims)
 SIMCC_Y_SHAPE = tuple(DWPOSE_POSE.tensor(SIMCC_Y_NAME).dims)
 OPSET = 17
 IR_VERSION = 8
+PRODUCER = "mimic-tiny-dwpose"
+TINY_GRAPH_NAMES = ("tiny_yolox", "tiny_rtmpose")
+RANDOM_WEIGHTS_KEY = "mimic.random_weights"
+RANDOM_WEIGHTS_WARNING = "the tiny preset's DWPose has random weights: poses are meaningless; use --weights or a pose file"
+
+
+def mark_random_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Record in ``model``'s metadata that its weights are random (see the module docstring)."""
+    entry = next((p for p in model.metadata_props if p.key == RANDOM_WEIGHTS_KEY), None) or model.metadata_props.add()
+    entry.key, entry.value = RANDOM_WEIGHTS_KEY, RANDOM_WEIGHTS_WARNING
+    return model
+
+
+def random_weights_warning(model: onnx.ModelProto) -> str | None:
+    """The warning to show for a model with random weights (marked, or a tiny DWPose file written
+    before the marker existed), else None."""
+    for prop in model.metadata_props:
+        if prop.key == RANDOM_WEIGHTS_KEY:
+            return prop.value or RANDOM_WEIGHTS_WARNING
+    if model.producer_name == PRODUCER and model.graph.name in TINY_GRAPH_NAMES:
+        return RANDOM_WEIGHTS_WARNING
+    return None
 
 
 class _GraphBuilder:
@@ -75,7 +105,7 @@ class _GraphBuilder:
             [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(s)) for n, s in outputs],
             initializer=self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="mimic-tiny-dwpose", ir_version=IR_VERSION)
+                                  producer_name=PRODUCER, ir_version=IR_VERSION)
         onnx.checker.check_model(model)
         return model
 
@@ -165,8 +195,8 @@ def tiny_detector(rng: np.random.Generator) -> onnx.ModelProto:
     boxes = g.op("Slice", [preds, starts, ends, axes])
     probs = g.op("Sigmoid", [g.op("Slice", [preds, ends, g.const(np.array([YOLOX_CHANNELS], dtype=np.int64)), axes])])
     g.op("Concat", [boxes, probs], DET_OUTPUT, axis=2)
-    return g.model([(DET_INPUT, DETECTOR_INPUT_SHAPE)],
-                   [(DET_OUTPUT, DETECTOR_OUTPUT_SHAPE)], "tiny_yolox")
+    return mark_random_weights(g.model([(DET_INPUT, DETECTOR_INPUT_SHAPE)],
+                                       [(DET_OUTPUT, DETECTOR_OUTPUT_SHAPE)], "tiny_yolox"))
 
 
 def _blob_objectness(g: _GraphBuilder, pooled: str) -> str:
@@ -205,8 +235,8 @@ def tiny_pose_model(rng: np.random.Generator) -> onnx.ModelProto:
         scaled = g.op("Mul", [upsampled, g.const(np.array(0.08, dtype=np.float32), "alpha")])
         centre = priors[:, 0 if name == SIMCC_X_NAME else 1] * bins
         g.op("Add", [scaled, g.const(_bumps(centre, priors[:, 2], bins)[None], "prior")], name)
-    return g.model([(POSE_INPUT, POSE_INPUT_SHAPE)],
-                   [(SIMCC_X_NAME, SIMCC_X_SHAPE), (SIMCC_Y_NAME, SIMCC_Y_SHAPE)], "tiny_rtmpose")
+    return mark_random_weights(g.model([(POSE_INPUT, POSE_INPUT_SHAPE)],
+                                       [(SIMCC_X_NAME, SIMCC_X_SHAPE), (SIMCC_Y_NAME, SIMCC_Y_SHAPE)], "tiny_rtmpose"))
 
 
 def _upsampling_matrix(cells: int, bins: int) -> np.ndarray:

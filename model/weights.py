@@ -39,6 +39,13 @@ SVD_FILES = (
 )
 
 
+# Where each part comes from (the upstream README's sources), for the missing-weights message.
+CHECKPOINT_REPO = "tencent/MimicMotion"
+DWPOSE_REPO = "yzd-v/DWPose"
+SVD_SOURCE = f"gated hub repo {SVD_HUB_ID}: accept its licence, then `hf auth login`"
+ALL_PARTS = ("svd", "checkpoint", "det_model", "pose_model")
+
+
 @dataclass(frozen=True)
 class WeightsLayout:
     svd: str  # local diffusers folder or hub id
@@ -75,6 +82,52 @@ def resolve_weights(
         det_model=need("DWPose detector", det_model, root / DET_MODEL if root else None),
         pose_model=need("DWPose pose model", pose_model, root / POSE_MODEL if root else None),
     )
+
+
+def check_layout(layout: WeightsLayout, root: Path | None = None, parts: tuple[str, ...] = ALL_PARTS) -> None:
+    """Every missing part of ``layout`` in one ``WeightsError`` line, each with where it comes from and
+    where it goes, before anything is loaded (a user with an empty ``--weights`` folder learns
+    everything at once, not one part per attempt). ``root``: the ``--weights`` folder, if any.
+    A hub id for SVD that is not in the local hub cache is named too when something else is
+    missing; alone it is no error (it is downloaded on first use, with its own message if that fails)."""
+    missing: list[str] = []
+    if "checkpoint" in parts and not Path(layout.checkpoint).is_file():
+        ckpt = Path(layout.checkpoint)
+        missing.append(f"{_shown_path(ckpt, root)} (MimicMotion checkpoint: `hf download {CHECKPOINT_REPO} {CHECKPOINT_NAMES[0]} "
+                       f"--local-dir {ckpt.parent}`)")
+    dwpose = [Path(m) for name, m in (("det_model", layout.det_model), ("pose_model", layout.pose_model)) if name in parts and not Path(m).is_file()]
+    if dwpose:
+        folders = sorted({str(m.parent) for m in dwpose})
+        get = f"`hf download {DWPOSE_REPO} {' '.join(m.name for m in dwpose)} --local-dir {folders[0]}`" if len(folders) == 1 else f"from the hub repo {DWPOSE_REPO}"
+        missing.append(f"{' and '.join(_shown_path(m, root) for m in dwpose)} (DWPose ONNX: {get})")
+    if "svd" in parts:
+        local = Path(layout.svd)
+        if local.is_absolute() or layout.svd.startswith(".") or layout.svd.count("/") != 1:
+            if not local.is_dir():
+                missing.append(f"{_shown_path(local, root)} (SVD img2vid-xt 1.1 diffusers folder, from the {SVD_SOURCE})")
+        elif missing and not _hub_cached(layout.svd):
+            missing.append(f"SVD img2vid-xt 1.1 (not in {root / SVD_SUBDIR if root else 'a local folder'}/ nor the hub cache: "
+                           f"downloaded on first use from the {SVD_SOURCE})")
+    if missing:
+        raise WeightsError(f"missing weights ({len(missing)} part{'s' if len(missing) > 1 else ''}): {'; '.join(missing)} "
+                           f"(README, \"Real weights\")")
+
+
+def _shown_path(path, root: Path | None) -> str:
+    path = Path(path)
+    try:
+        return str(path.relative_to(root)) if root is not None else str(path)
+    except ValueError:
+        return str(path)
+
+
+def _hub_cached(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
+    except Exception:  # pragma: no cover - no hub library: nothing is cached
+        return False
 
 
 def fetch_svd(svd: str) -> Path:

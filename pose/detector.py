@@ -15,7 +15,11 @@ model runs):
 * frames and person crops are batched. The released files fix the batch dimension at 1; the
   graph's input/output batch dim is rewritten to a symbolic ``batch`` and the rewrite is accepted
   only if a batch of two matches two batch-1 runs of the original graph; otherwise every item
-  runs on its own (``OnnxModel.batching`` tells which).
+  runs on its own (``OnnxModel.batching`` tells which);
+* a model whose weights are random (the tiny preset's, marked in its ONNX metadata by
+  :mod:`mimic.model.tiny_dwpose`) is recognised on load, whatever its path:
+  ``DWPoseDetector.weights_warning`` holds the warning, which
+  :func:`mimic.pose.extract.extract_video_poses` logs at the start of every extraction.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import onnxruntime as ort
 
 from mimic import ort_session
 from mimic.errors import InputError, WeightsError
+from mimic.model.tiny_dwpose import random_weights_warning
 from mimic.ort_session import CPU_PROVIDER, CUDA_PROVIDER, INSTALL_ADVICE, providers_for
 from mimic.spec import (DETECTOR_INPUT_SIZE, DWPOSE_DETECTOR, DWPOSE_POSE, POSE_INPUT_WH, StageName, StageSpec,
                         TensorSpec)
@@ -85,6 +90,7 @@ class OnnxModel:
 
     ``batching`` is ``'native'`` (graph batch dim already dynamic), ``'rewritten'`` (made
     dynamic here and verified) or ``'per-item'`` (batch-1 graph, items run one by one).
+    ``weights_warning``: why its outputs mean nothing (random weights, from the file's metadata), else None.
     """
 
     def __init__(self, path: str | Path, spec: StageSpec, providers: list,
@@ -92,6 +98,7 @@ class OnnxModel:
         self.path = Path(path)
         self.spec = spec
         model = _load_checked(self.path, spec)
+        self.weights_warning = random_weights_warning(model)
         graph_input = _graph_inputs(model)[0]
         self.input_name = graph_input.name
         names = [o.name for o in model.graph.output]
@@ -257,7 +264,8 @@ def dwpose_device(device: str) -> str:
 
 class DWPoseDetector:
     """YOLOX + DWPose on ONNX Runtime. ``frames_per_s`` reports the throughput so far; ``device`` is
-    where it runs ('cpu' when CUDA was asked for and onnxruntime cannot give it)."""
+    where it runs ('cpu' when CUDA was asked for and onnxruntime cannot give it); ``weights_warning``
+    is set when either model has random weights (the tiny preset's): its poses are meaningless."""
 
     def __init__(self, det_model: str | Path, pose_model: str | Path, device: str = "cpu",
                  batching: bool = True) -> None:
@@ -269,6 +277,7 @@ class DWPoseDetector:
             providers = select_providers(self.device)
             self.detector = OnnxModel(det_model, DWPOSE_DETECTOR, providers, batching)
         self.pose_model = OnnxModel(pose_model, DWPOSE_POSE, providers, batching)
+        self.weights_warning: str | None = self.detector.weights_warning or self.pose_model.weights_warning
         self._grid, self._strides = yolox_anchor_grid(DETECTOR_INPUT_SIZE)
         self.frames_done = 0
         self.seconds = 0.0

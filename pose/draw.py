@@ -22,11 +22,17 @@ canvas; and it computes pixel coordinates and colours vectorised with the same f
 operations as the scalar code (lengths and angles stay scalar Python floats, which use the same
 ``pow``/``atan2`` as NumPy scalars). Every primitive is still drawn, black ones included: a black
 primitive overwrites earlier content, so skipping it would change pixels.
+
+:class:`DrawParts` switches whole parts off (body = limbs and joints, hands, face), as ComfyUI's
+pose nodes allow; an excluded part draws nothing and the others are drawn exactly as with all
+parts on (the ×0.6 dimming only ever touches limbs, so dropping the body changes no hand or face
+pixel). The default, all parts on, is the released drawing.
 """
 from __future__ import annotations
 
 import colorsys
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -65,6 +71,30 @@ _HAND_EDGE_A = np.array([a for a, _ in HAND_EDGES])
 _HAND_EDGE_B = np.array([b for _, b in HAND_EDGES])
 
 
+@dataclass(frozen=True)
+class DrawParts:
+    """Which parts of a pose are drawn: ``body`` (limbs and joints), ``hands``, ``face``. All on by
+    default (the released drawing); e.g. ``DrawParts(face=False)`` leaves the face dots out."""
+
+    body: bool = True
+    hands: bool = True
+    face: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("body", "hands", "face"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"DrawParts.{name} must be True or False, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_settings(cls, settings: object) -> "DrawParts":
+        """The parts named by a settings object's ``draw_body``, ``draw_hands``, ``draw_face``
+        attributes (a generation config); a missing attribute means drawn."""
+        return cls(*(getattr(settings, f"draw_{name}", True) for name in ("body", "hands", "face")))
+
+
+ALL_PARTS = DrawParts()
+
+
 def canvas_size(height: int, width: int) -> tuple[int, int]:
     """Drawing canvas (height, width): short side scaled to 2160."""
     short = min(height, width)
@@ -72,27 +102,35 @@ def canvas_size(height: int, width: int) -> tuple[int, int]:
     return int(height * ratio), int(width * ratio)
 
 
-def draw_pose(pose: PoseFrame, height: int, width: int) -> np.ndarray:
-    """Render ``pose`` as a (3, height, width) uint8 RGB pose image (spec §4.5)."""
-    return PoseDrawer(height, width)(pose)
+def draw_pose(pose: PoseFrame, height: int, width: int, parts: DrawParts = ALL_PARTS) -> np.ndarray:
+    """Render ``pose`` as a (3, height, width) uint8 RGB pose image (spec §4.5); ``parts``: which
+    parts are drawn (all by default)."""
+    return PoseDrawer(height, width, parts)(pose)
 
 
 class PoseDrawer:
-    """Renders pose images of one output size, reusing its 2160-short-side canvas between calls."""
+    """Renders pose images of one output size, reusing its 2160-short-side canvas between calls.
+    ``parts`` (:class:`DrawParts`) leaves the body, the hands or the face out; all drawn by default."""
 
-    def __init__(self, height: int, width: int) -> None:
+    def __init__(self, height: int, width: int, parts: DrawParts = ALL_PARTS) -> None:
+        if not isinstance(parts, DrawParts):
+            raise TypeError(f"parts must be a DrawParts, got {type(parts).__name__}")
         self.height, self.width = int(height), int(width)
+        self.parts = parts
         self._canvas = np.zeros((*canvas_size(self.height, self.width), 3), dtype=np.uint8)
 
     def __call__(self, pose: PoseFrame) -> np.ndarray:
-        canvas = self._canvas
+        canvas, parts = self._canvas, self.parts
         canvas.fill(0)
-        self._draw_limbs(canvas, pose)
-        self._draw_joints(canvas, pose)
-        for peaks, scores in zip(pose.hands, pose.hands_score):
-            self._draw_hand(canvas, peaks, scores)
-        for points, scores in zip(pose.faces, pose.faces_score):
-            self._draw_face(canvas, points, scores)
+        if parts.body:
+            self._draw_limbs(canvas, pose)
+            self._draw_joints(canvas, pose)
+        if parts.hands:
+            for peaks, scores in zip(pose.hands, pose.hands_score):
+                self._draw_hand(canvas, peaks, scores)
+        if parts.face:
+            for points, scores in zip(pose.faces, pose.faces_score):
+                self._draw_face(canvas, points, scores)
         small = cv2.resize(canvas, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
         return np.stack(cv2.split(small)[::-1])  # BGR→RGB and HWC→CHW in one copy
 

@@ -3,11 +3,14 @@
 Pose images follow spec §4.6-§4.7: frame 0 is the reference pose drawn at the reference size
 without retargeting, frames 1..N are the driving poses retargeted onto the reference and drawn
 at the same size, so F = 1 + N.
+
+The preview (:func:`write_pose_preview`, from :mod:`mimic.pose.preview`) draws the poses over the
+source frames, for people checking them.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from time import monotonic
@@ -16,17 +19,18 @@ import numpy as np
 
 from mimic.errors import InputError
 from mimic.media.video_reader import VideoInfo, frame_stride, iter_sampled_frames, probe_video
-from mimic.media.video_writer import write_rgb_video
 from .detector import DWPoseDetector
-from .draw import PoseDrawer
+from .draw import ALL_PARTS, DrawParts, PoseDrawer
 from .files import save_poses
 from .postprocess import PoseFrame
+from .preview import PANEL_LONG_SIDE, write_pose_preview
 from .retarget import retarget_poses
 from .sequence import PoseSequence
-from .sheet import write_contact_sheet
 
 log = logging.getLogger(__name__)
-PREVIEW_LONG_SIDE = 640
+PREVIEW_LONG_SIDE = PANEL_LONG_SIDE
+__all__ = ["extract_video_poses", "expected_samples", "render_pose_images", "write_pose_preview", "pose_command",
+           "detection_warnings"]
 PROGRESS_EVERY_S = 5.0  # at most one progress line per this many seconds
 
 
@@ -39,12 +43,20 @@ def extract_video_poses(detector: DWPoseDetector, video_path: str | Path, sample
     A long video takes minutes, so progress is logged (INFO) at most every
     :data:`PROGRESS_EVERY_S` and at the end: frames done of the expected total (from the probed
     length), frames per second (decoding included) and an ETA. ``progress(done, total)`` is called
-    after every batch, for callers that draw a bar (``total`` None where the length is unknown)."""
+    after every batch, for callers that draw a bar (``total`` None where the length is unknown).
+
+    A detector with random weights (``detector.weights_warning``: the tiny preset's) is warned about
+    first, once per extraction, and the warning is kept in the sequence's ``extraction_warnings``
+    (:func:`detection_warnings` lists it, so it reaches the job's report)."""
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1, got {batch_size}")
     info = info if info is not None else probe_video(video_path)
     name = Path(video_path).name
     total = expected_samples(info, sample_stride)
+    notes = tuple(w for w in (getattr(detector, "weights_warning", None),) if w)
+    for note in notes:
+        log.warning(note)
+    log.info(f"DWPose: extracting {'the' if total is None else total} sampled frames of {name}")
     times: list[float] = []
 
     def sampled() -> Iterator[np.ndarray]:
@@ -70,7 +82,7 @@ def extract_video_poses(detector: DWPoseDetector, video_path: str | Path, sample
     rate = len(poses) / elapsed if elapsed > 0 else 0.0
     log.info(f"DWPose: {len(poses)} frames of {name} in {elapsed:.1f} s ({rate:.1f} frames/s including decoding)")
     return PoseSequence(tuple(poses), tuple(times), (info.height, info.width), info.fps, sample_stride,
-                        frame_stride(sample_stride, info.fps), name, rate)
+                        frame_stride(sample_stride, info.fps), str(Path(video_path).resolve()), rate, notes)
 
 
 def expected_samples(info: VideoInfo, sample_stride: int) -> int | None:
@@ -100,15 +112,16 @@ def _duration(seconds: float) -> str:
 
 
 def render_pose_images(ref_pose: PoseFrame, driving_poses: Sequence[PoseFrame], ref_hw: tuple[int, int],
-                       video_hw: tuple[int, int], upstream_exact: bool = False) -> tuple[np.ndarray, list[str]]:
+                       video_hw: tuple[int, int], upstream_exact: bool = False,
+                       parts: DrawParts = ALL_PARTS) -> tuple[np.ndarray, list[str]]:
     """Pose images (1 + N, 3, H, W) uint8 RGB at the reference size, and the retargeting warnings
     (returned, not logged: the caller reports them).
 
     Frame 0 draws ``ref_pose`` as detected; frames 1..N the retargeted driving poses
-    (:func:`~mimic.pose.retarget.retarget_poses`).
+    (:func:`~mimic.pose.retarget.retarget_poses`). ``parts``: which parts are drawn (all by default).
     """
     result = retarget_poses(ref_pose, driving_poses, ref_hw, video_hw, upstream_exact)
-    drawer = PoseDrawer(*ref_hw)
+    drawer = PoseDrawer(*ref_hw, parts)
     images = np.empty((1 + len(result.poses), 3, *ref_hw), dtype=np.uint8)
     images[0] = drawer(ref_pose)
     for index, pose in enumerate(result.poses, start=1):
@@ -116,19 +129,15 @@ def render_pose_images(ref_pose: PoseFrame, driving_poses: Sequence[PoseFrame], 
     return images, list(result.warnings)
 
 
-def write_pose_preview(pose_images: Iterable[np.ndarray], out_mp4: str | Path, fps: float) -> Path:
-    """Encode (3, H, W) pose images as an H.264 yuv420p MP4 (libx264 defaults)."""
-    return write_rgb_video(out_mp4, (image.transpose(1, 2, 0) for image in pose_images), fps)
-
-
 def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, pose_model: str | Path,
                  preview: str | Path | None = None, sample_stride: int = 2, device: str = "cpu",
                  batch_size: int = 8) -> dict:
     """``mimic pose``: extract a video's poses to ``out_npz`` (+ optional preview MP4 and PNG sheet).
 
-    The preview draws every sampled frame's raw detections (all people, no retargeting) at the
-    video's aspect ratio, long side 640, at the pose frame rate; the contact sheet
-    (:mod:`mimic.pose.sheet`: labelled frames, lines scaled to the tiles) goes next to it with a ``.png`` suffix. Returns a JSON-ready summary; its warnings are also logged.
+    The preview (:func:`write_pose_preview`) shows every sampled frame's raw detections (all
+    people, no retargeting) over the source frame, at the pose frame rate; the contact sheet goes
+    next to it with a ``.png`` suffix. Returns a JSON-ready summary; its warnings are also logged
+    (the random-weights one at the start of the extraction, the others at the end).
     """
     if preview is not None and Path(preview).suffix.lower() != ".mp4":
         raise InputError(f"the pose preview must be an .mp4 path, got {preview}")
@@ -158,9 +167,10 @@ def pose_command(video: str | Path, out_npz: str | Path, det_model: str | Path, 
         "warnings": warnings,
     }
     if preview is not None:
-        summary["preview"], summary["contact_sheet"] = (str(p) for p in _write_previews(poses, Path(preview)))
+        summary["preview"], summary["contact_sheet"] = (str(p) for p in write_pose_preview(poses, video, preview))
     for warning in warnings:
-        log.warning(warning)
+        if warning not in poses.extraction_warnings:  # logged when the extraction started
+            log.warning(warning)
     return summary
 
 
@@ -168,7 +178,7 @@ def detection_warnings(poses: PoseSequence) -> list[str]:
     """What a user must know about a driving clip's detections (``mimic pose`` and ``mimic run``)."""
     no_box = sum(1 for f in poses.frames if not f.person_detected)
     crowded = sum(1 for f in poses.frames if f.num_people > 1)
-    warnings = []
+    warnings = list(poses.extraction_warnings)
     if no_box:
         warnings.append(f"{no_box} of {len(poses.frames)} frames have no detected person box (DWPose used the whole frame)")
     if crowded:
@@ -176,12 +186,6 @@ def detection_warnings(poses: PoseSequence) -> list[str]:
     return warnings
 
 
-def _write_previews(poses: PoseSequence, preview: Path) -> tuple[Path, Path]:
-    height, width = poses.video_hw
-    scale = PREVIEW_LONG_SIDE / max(height, width)
-    size = (max(2, 2 * round(height * scale / 2)), max(2, 2 * round(width * scale / 2)))
-    drawer = PoseDrawer(*size)
-    video = write_pose_preview((drawer(frame) for frame in poses.frames), preview, poses.pose_fps)
-    sheet = write_contact_sheet(poses.frames, poses.video_hw, preview.with_suffix(".png"), times_s=poses.frame_times_s)
-    return video, sheet
-
+def _write_previews(poses: PoseSequence, preview: Path, video: str | Path | None = None) -> tuple[Path, Path]:
+    """The preview video and contact sheet (:func:`write_pose_preview`; no ``video``: on black)."""
+    return write_pose_preview(poses, video, preview)

@@ -10,7 +10,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .draw import PoseDrawer
+from .draw import ALL_PARTS, DrawParts, PoseDrawer
 from .postprocess import PoseFrame
 
 
@@ -41,12 +41,14 @@ class ArrayPoses:
 
 class DrawnPoses:
     """Frame 0 = ``first`` (an already-drawn image, e.g. the reference pose), then ``poses`` drawn
-    with the exact confidence-aware drawing at (H, W) when asked for."""
+    with the exact confidence-aware drawing at (H, W) when asked for; ``parts``: which parts
+    (body, hands, face) are drawn, all by default (``first`` is drawn by the caller)."""
 
-    def __init__(self, first: np.ndarray, poses: Sequence[PoseFrame], height: int, width: int):
+    def __init__(self, first: np.ndarray, poses: Sequence[PoseFrame], height: int, width: int,
+                 parts: DrawParts = ALL_PARTS):
         self.first, self.poses = first, list(poses)
         self.height, self.width = height, width
-        self._drawer = PoseDrawer(height, width)
+        self._drawer = PoseDrawer(height, width, parts)
 
     def __len__(self) -> int:
         return 1 + len(self.poses)

@@ -14,7 +14,9 @@ class PoseSequence:
     ``video_hw`` is the (height, width) of the frames given to DWPose (after display rotation);
     ``fps`` is the source's average frame rate, ``frame_stride`` the source frames per sample
     (``sample_stride · max(1, int(fps / 24))``); ``frame_times_s`` the sampled frames'
-    presentation times. ``detect_frames_per_s`` records the extraction throughput.
+    presentation times. ``detect_frames_per_s`` records the extraction throughput;
+    ``extraction_warnings`` what was logged when the poses were extracted (the tiny preset's random
+    DWPose weights), for the job's report (not stored in pose files).
     """
 
     frames: tuple[PoseFrame, ...]
@@ -25,6 +27,7 @@ class PoseSequence:
     frame_stride: int
     source: str = ""
     detect_frames_per_s: float = 0.0
+    extraction_warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.frames) != len(self.frame_times_s):

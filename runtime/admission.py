@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from mimic.errors import InputError
 from mimic.model.config import GenerationConfig
-from mimic.runtime.inputs import RawInputs, open_inputs
+from mimic.runtime.inputs import RawInputs, open_inputs, pose_file_source
 from mimic.runtime.job_paths import check_job_paths
 from mimic.runtime.jobs import Job
 
@@ -63,7 +63,12 @@ def admit(job: Job | AdmittedJob, base_config: GenerationConfig, *, audio: bool 
         memory_check(config)
     warnings = list(job.warnings)  # from normalising the job's settings (a rounded resolution)
     if audio and job.driving is None:
-        warnings.append(f"--audio: {job.poses or job.pose_frames} is not a video: the output has no audio")
+        if job.poses is not None and inputs.pose_file is not None:
+            if pose_file_source(job.poses, inputs.pose_file) is None:
+                source = inputs.pose_file.source or "(not recorded)"
+                warnings.append(f"--audio: the source video of {job.poses}, {source}, is not found (nor beside the pose file): the output has no audio")
+        else:
+            warnings.append(f"--audio: {job.pose_frames} is drawn pose frames, not the source video: the output has no audio")
     return AdmittedJob(job, config, inputs, tuple(warnings))
 
 

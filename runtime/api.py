@@ -21,9 +21,10 @@ from typing import Sequence
 import torch
 
 from mimic.errors import InputError
+from mimic.export.freshness import SvdFolder
 from mimic.model.config import GenerationConfig
 from mimic.model.model_info import ModelInfo
-from mimic.model.weights import WeightsLayout, fetch_svd
+from mimic.model.weights import WeightsLayout, fetch_svd, read_json
 from mimic.runtime.admission import AdmittedJob, admit
 from mimic.runtime.jobs import Job
 from mimic.runtime.memory import NO_CUDA_TORCH, preflight
@@ -110,7 +111,8 @@ class MimicMotion:
         if options.threads:
             torch.set_num_threads(options.threads)
         t0 = time.perf_counter()
-        self.info = ModelInfo.from_svd_dir(fetch_svd(layout.svd))
+        svd_dir = fetch_svd(layout.svd)
+        self.info = ModelInfo.from_svd_dir(svd_dir)
         self._models: dict = {}  # torch backend: modules per device, shared by workers on one device
         self.backend = self._make_backend(self.device)
         self.workers = tuple(self._make_backend(d) for d in self.devices[1:])
@@ -125,6 +127,7 @@ class MimicMotion:
             audio=options.audio,
             facts={"backend": options.backend, "device": options.device, "precision": "fp16" if options.dtype == torch.float16 else "fp32"},
             workers=self.workers,
+            unet_config=read_json(svd_dir / SvdFolder.UNET / "config.json"),  # the FLOP model's UNet (run reports' TFLOP per frame)
         )
         self.load_seconds = time.perf_counter() - t0
 
@@ -137,9 +140,9 @@ class MimicMotion:
     @classmethod
     def from_weights(cls, weights: str | os.PathLike, options: RuntimeOptions = RuntimeOptions()) -> "MimicMotion":
         """Upstream's weights folder layout (DWPose/, SVD/, MimicMotion_1-1.pth)."""
-        from mimic.model.presets import default_generation, layout_from_options
+        from mimic.model.presets import checked_layout, default_generation
 
-        return cls(layout_from_options(weights=Path(weights)), options, default_generation(None))
+        return cls(checked_layout(weights=Path(weights)), options, default_generation(None))
 
     def _make_backend(self, device: torch.device):
         """One worker's backend on ``device`` (torch modules are shared by workers on one device;
@@ -180,7 +183,7 @@ class MimicMotion:
         """``admission.admit`` with this engine's settings and audio option, and the memory check
         against the loaded backend (raises MimicError on bad input; an ``AdmittedJob`` is kept)."""
         _check_job(job, "admit")
-        return admit(job, self.base_config, audio=self.options.audio, others=others, memory_check=self._fits)
+        return admit(job, self.base_config, audio=self.options.audio, others=others, memory_check=self.check_memory)
 
     def render(self, job: Job | AdmittedJob, hooks=None, control: JobControl | None = None) -> JobReport:
         """Admit (``admit``: checks, inputs opened once), then run one job start to finish.
@@ -189,7 +192,8 @@ class MimicMotion:
         _check_job(job, "render")
         return generate(self.components, self.admit(job), hooks=hooks, control=control)
 
-    def _fits(self, config: GenerationConfig) -> None:
+    def check_memory(self, config: GenerationConfig) -> None:
+        """The memory preflight of `mimic run` for a job with ``config`` on this loaded engine (InputError when it cannot fit)."""
         preflight(self.layout, config, self.options.backend, self.options.main_device, self.options.dtype == torch.float32,
                   loaded=True, workers=self.options.devices.count(self.options.main_device))  # weights already on the device
 

@@ -7,7 +7,13 @@ and bounded memory:
   per-frame scale, so fusing guided window outputs equals guiding the fused outputs (the
   reference's order) up to float rounding, and only one latent-sized accumulator is needed;
 * the Euler step in fp32, in place, on the device; a NaN/Inf check after every step (a job fails
-  loudly instead of writing black frames).
+  loudly instead of writing black frames);
+* guidance in a limited interval (``--guidance-sigma-min/--guidance-sigma-max``, Kynkaanniemi et
+  al., NeurIPS 2024): at a step whose noise level is outside the interval the window's UNet call is
+  the conditional half alone (batch 1: the CFG pair's second row of every feed) and the guided
+  output is the conditional prediction. By default every step is guided (the released loop);
+* the UNet calls are counted by batch size (``WindowStepper.calls``, handed out through ``calls=``),
+  for the run report's UNet TFLOP per output frame (``mimic.runtime.report.UnetWork``).
 Working set per step: the latents, one accumulator and one temporary (plus one window).
 
 Per UNet call nothing is allocated for the feeds: the CFG pair's sample buffer (latents | reference
@@ -22,6 +28,7 @@ loop's (same ops, same order), so CPU outputs are unchanged bit for bit.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -133,6 +140,24 @@ class DenoisePlan:
     pose_cache_bytes: int
     start_step: int = 0  # > 0: resuming from the latents saved after that many steps
     pose_host_cache_bytes: int = 0  # pinned host copies of PoseNet outputs beyond the device budget (CUDA)
+    pose_strength: float = 1.0  # the conditional half's pose latents are scaled by it (1: as released, untouched)
+    pose_steps: tuple[int, int] | None = None  # (first, last) step index with pose latents, both included; None: every step
+    guided: tuple[bool, ...] | None = None  # per step: CFG pair (True) or conditional half alone; None: CFG at every step
+
+    def cfg_active(self, i: int) -> bool:
+        """Whether step ``i`` (0-based) runs the CFG pair (batch 2) rather than the conditional half (batch 1)."""
+        return self.guided is None or self.guided[i]
+
+    def unet_calls(self, steps: range) -> Counter:
+        """batch size -> UNet calls of ``steps`` (one call per window per step), as the loop runs them."""
+        calls: Counter = Counter()
+        for i in steps:
+            calls[2 if self.cfg_active(i) else 1] += len(self.windows)
+        return calls
+
+    def pose_active(self, i: int) -> bool:
+        """Whether step ``i`` (0-based) feeds the pose latents (else zeros, as the unconditional half gets)."""
+        return self.pose_steps is None or self.pose_steps[0] <= i <= self.pose_steps[1]
 
     @property
     def num_steps(self) -> int:
@@ -144,12 +169,27 @@ class DenoisePlan:
         return self.schedule.num_steps * len(self.windows)
 
 
+def in_guidance_interval(sigma: float, config: GenerationConfig) -> bool:
+    """Whether a step at noise level ``sigma`` is guided: ``--guidance-sigma-min <= sigma <=
+    --guidance-sigma-max``, an unset end being no bound (both unset: every step, as released)."""
+    lo, hi = config.guidance_sigma_min, config.guidance_sigma_max
+    return (lo is None or sigma >= lo) and (hi is None or sigma <= hi)
+
+
+def guided_steps(config: GenerationConfig, scheduler: SchedulerConfig, schedule: Schedule | None = None) -> tuple[bool, ...]:
+    """Per denoising step, whether it runs classifier-free guidance (its sigma in the guidance interval)."""
+    schedule = schedule or make_schedule(config.steps, scheduler, config.schedule)
+    return tuple(in_guidance_interval(float(schedule.sigmas[i]), config) for i in range(schedule.num_steps))
+
+
 def plan_denoise(num_frames: int, config: GenerationConfig, scheduler: SchedulerConfig, dtype: torch.dtype, device: torch.device,
                  pose_cache_bytes: int | None = None, start_step: int = 0) -> DenoisePlan:
     if not 0 <= start_step <= config.steps:
         raise ValueError(f"start step {start_step} outside 0..{config.steps}")
+    schedule = make_schedule(config.steps, scheduler, config.schedule)
+    guided = guided_steps(config, scheduler, schedule)
     return DenoisePlan(
-        schedule=make_schedule(config.steps, scheduler, config.schedule),
+        schedule=schedule,
         windows=tuple(tuple(w) for w in window_indices(num_frames, config.window, config.overlap)),
         window=config.window,
         guidance_min=config.guidance_min,
@@ -158,6 +198,9 @@ def plan_denoise(num_frames: int, config: GenerationConfig, scheduler: Scheduler
         pose_cache_bytes=default_pose_cache_budget(device) if pose_cache_bytes is None else pose_cache_bytes,
         start_step=start_step,
         pose_host_cache_bytes=default_host_pose_cache_budget(device) if pose_cache_bytes is None else 0,
+        pose_strength=config.pose_strength,
+        pose_steps=None if (config.pose_start_percent, config.pose_end_percent) == (0.0, 1.0) else config.pose_steps(),
+        guided=None if all(guided) else guided,
     )
 
 
@@ -196,6 +239,8 @@ class WindowStepper:
     [x | ref] for both halves, pose = [zeros | pose latents], allocated at the first window, when the
     PoseNet shape is known), the PoseNet cache, the timesteps on the device, the tent weights and the
     frame-wise guidance scales, and each window's frame indices on the device (``index[j]``).
+    Outside the guidance interval a call feeds the pair's second (conditional) row of each buffer
+    alone: batch 1, no copy. ``calls`` counts the UNet calls by batch size.
     """
 
     def __init__(self, backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, num_frames: int, stream=None):
@@ -212,6 +257,7 @@ class WindowStepper:
         self.index = device_index(plan.windows, device)  # once: indexing with lists syncs per use
         self.sample: torch.Tensor | None = None
         self.pose_pair: torch.Tensor | None = None
+        self.calls: Counter = Counter()  # batch size -> UNet calls made
 
     def contribution(self, latents: torch.Tensor, idx: torch.Tensor, frames: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """(1, window, c, h, w): window ``j``'s guided output times the tent weights at step ``i``.
@@ -225,13 +271,34 @@ class WindowStepper:
             self.sample = torch.empty((2, plan.window, c + self.ref_latents.shape[1], *latents.shape[3:]), dtype=plan.dtype, device=latents.device)
             self.sample[:, :, c:] = self.ref_latents.unsqueeze(1)
         sample = self.sample
-        torch.mul(latents[:, idx], c_in, out=sample[:1, :, :c])
-        sample[1:, :, :c] = sample[:1, :, :c]
+        guided = plan.cfg_active(i)
+        if guided:
+            torch.mul(latents[:, idx], c_in, out=sample[:1, :, :c])
+            sample[1:, :, :c] = sample[:1, :, :c]
+        else:  # the conditional row alone (its reference latents are in place since the allocation)
+            torch.mul(latents[:, idx], c_in, out=sample[1:, :, :c])
         pose = self.pose_cache.get(j)
         pair = self.pose_pair
         if pair is None or pair.shape[1:] != pose.shape[1:] or pair.dtype != pose.dtype:
             pair = self.pose_pair = torch.zeros((2 * pose.shape[0], *pose.shape[1:]), dtype=pose.dtype, device=pose.device)
-        pair[pose.shape[0]:] = pose
+        cond_half = pair[pose.shape[0]:]
+        if not plan.pose_active(i):  # outside --pose-start/end-percent: no pose in either half
+            cond_half.zero_()
+        elif plan.pose_strength != 1.0:
+            torch.mul(pose, plan.pose_strength, out=cond_half)
+        else:
+            cond_half.copy_(pose)
+        if not guided:  # outside the guidance interval: batch 1, the conditional prediction is the output
+            feeds = {
+                N.SAMPLE: sample[1:],
+                N.TIMESTEP: self.timesteps[i].expand(1),
+                N.ENCODER_HIDDEN_STATES: self.embeds[1:],
+                N.ADDED_TIME_IDS: self.ids[1:],
+                N.POSE_LATENTS: cond_half,
+            }
+            out = self.backend.run(StageName.UNET, feeds, self.stream)[N.NOISE_PRED].to(plan.dtype)
+            self.calls[1] += 1
+            return out * self.w5
         feeds = {
             N.SAMPLE: sample,
             N.TIMESTEP: self.timesteps[i].expand(2),
@@ -240,6 +307,7 @@ class WindowStepper:
             N.POSE_LATENTS: pair,
         }
         out = self.backend.run(StageName.UNET, feeds, self.stream)[N.NOISE_PRED].to(plan.dtype)
+        self.calls[2] += 1
         uncond, cond_pred = out[:1], out[1:]
         return (uncond + self.scales[:, frames] * (cond_pred - uncond)) * self.w5
 
@@ -255,11 +323,12 @@ def finish_step(acc: torch.Tensor, latents: torch.Tensor, count: torch.Tensor, p
 
 @torch.inference_mode()
 def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: PoseImages, latents: torch.Tensor, hooks: StepHooks | None = None,
-            stream=None) -> torch.Tensor:
+            stream=None, calls: Counter | None = None) -> torch.Tensor:
     """latents (1, F, 4, h, w), already scaled by the init sigma -> final latents (same shape).
 
     The latents stay in ``plan.dtype`` between steps (as the reference's do); each step's update is
     computed in fp32. Consumes ``latents``: its memory is reused as the accumulator.
+    ``calls``: a Counter that receives the UNet calls made, by batch size (also when the loop stops early).
     (``mimic.runtime.parallel.denoise_parallel`` is this loop with the windows split over devices.)
     """
     device, schedule = backend.device, plan.schedule
@@ -268,17 +337,21 @@ def denoise(backend: Backend, plan: DenoisePlan, cond: Conditioning, poses: Pose
     stepper = WindowStepper(backend, plan, cond, poses, num_frames, stream)
     total, n = plan.total_calls, len(plan.windows)
     acc = torch.empty(latents.shape, dtype=plan.dtype, device=device)
-    for i in range(plan.start_step, schedule.num_steps):
-        acc.zero_()
-        for j, idx in enumerate(stepper.index):
-            acc[:, idx] += stepper.contribution(latents, idx, idx, i, j)
+    try:
+        for i in range(plan.start_step, schedule.num_steps):
+            acc.zero_()
+            for j, idx in enumerate(stepper.index):
+                acc[:, idx] += stepper.contribution(latents, idx, idx, i, j)
+                if hooks is not None:
+                    hooks.on_progress(i * n + j + 1, total)
+                    hooks.poll()
+            # the step may return ``acc`` itself (fp32): the old latents' memory becomes the next accumulator
+            latents, acc = finish_step(acc, latents, count, plan, i), latents
             if hooks is not None:
-                hooks.on_progress(i * n + j + 1, total)
-                hooks.poll()
-        # the step may return ``acc`` itself (fp32): the old latents' memory becomes the next accumulator
-        latents, acc = finish_step(acc, latents, count, plan, i), latents
-        if hooks is not None:
-            hooks.on_step_end(i + 1, schedule.num_steps, latents)
+                hooks.on_step_end(i + 1, schedule.num_steps, latents)
+    finally:
+        if calls is not None:
+            calls.update(stepper.calls)
     return latents
 
 

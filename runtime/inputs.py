@@ -20,12 +20,13 @@ import torch
 from mimic.errors import InputError
 from mimic.media.images import IMAGE_SUFFIXES, read_image
 from mimic.media.video_reader import VideoInfo, iter_sampled_frames, probe_video
-from mimic.model.config import GenerationConfig
-from mimic.model.preprocess import prepare_reference, resize_uint8
-from mimic.pose.draw import draw_pose
+from mimic.model.config import RELEASED_FPS, GenerationConfig
+from mimic.model.preprocess import cover_resize_size, prepare_reference, resize_uint8
+from mimic.pose.draw import DrawParts, draw_pose
 from mimic.pose.extract import detection_warnings, extract_video_poses
 from mimic.pose.files import load_poses
 from mimic.pose.images import ArrayPoses, DrawnPoses, PaddedPoses, PoseImages
+from mimic.pose.postprocess import PoseFrame
 from mimic.pose.retarget import retarget_poses
 from mimic.pose.sequence import PoseSequence
 from mimic.runtime.jobs import Job
@@ -40,11 +41,17 @@ class JobInputs:
     reference: np.ndarray  # (H, W, 3) uint8, cropped to the output size
     poses: PoseImages  # F pose images served per window, frame 0 = reference pose
     num_output: int  # frames to keep (driving frames before padding)
-    output_fps: float
+    output_fps: float | None  # None: the motion's rate (pose_fps), else the released 15 fps
     audio_source: Path | None = None  # the driving video, when it is the source
     audio_start_s: float = 0.0  # presentation time of the first sampled frame
     pose_fps: float | None = None  # rate that plays the sampled frames in real time
     warnings: list[str] = field(default_factory=list)
+    sequence: PoseSequence | None = None  # the driving poses as detected (video or pose file), before retargeting
+    source: Path | None = None  # the video they were detected in, when it is at hand (previews)
+
+    def __post_init__(self) -> None:
+        if self.output_fps is None:  # a config's default (None): the motion's rate, else the released 15 fps
+            self.output_fps = float(self.pose_fps or RELEASED_FPS)
 
 
 @dataclass(frozen=True)
@@ -60,13 +67,40 @@ class RawInputs:
     pose_frames: np.ndarray | None = None  # (F, 3, H, W): already-drawn driving poses
     pose_file: PoseSequence | None = None
     video: VideoInfo | None = None  # the driving video (probed once; decoded once, in step 2)
+    ref_pose_frame: PoseFrame | None = None  # the reference's pose from a pose file (--ref-pose REF.npz), in the cropped frame
 
 
 def open_inputs(job: Job, config: GenerationConfig) -> RawInputs:
     """The cheap part of step 1, what admission keeps: the reference decoded and cropped to the
     output size, the driving video probed, the pose file loaded (drawn pose images: ``read_inputs``)."""
     rgb, video, pose_file = _open_sources(job)
-    return RawInputs(job, prepare_reference(rgb, config.resolution), pose_file=pose_file, video=video)
+    reference = prepare_reference(rgb, config.resolution)
+    ref_pose = _reference_pose(Path(job.ref_pose), rgb.shape[:2], reference.shape[:2]) if is_pose_file(job.ref_pose) else None
+    return RawInputs(job, reference, pose_file=pose_file, video=video, ref_pose_frame=ref_pose)
+
+
+def is_pose_file(path) -> bool:
+    return path is not None and Path(path).suffix.lower() == ".npz"
+
+
+def _reference_pose(path: Path, image_hw: tuple[int, int], out_hw: tuple[int, int]) -> PoseFrame:
+    """``--ref-pose REF.npz``: the reference image's pose (the first frame of a pose file made from
+    it), moved into the output crop the way the image is (cover-resize, centre crop): retargeting
+    and frame 0 then use it instead of running DWPose on the reference."""
+    seq = load_poses(path)
+    if not seq.frames:
+        raise InputError(f"--ref-pose {path} holds no poses")
+    if tuple(seq.video_hw) != tuple(image_hw):
+        raise InputError(f"--ref-pose {path} was made from a {seq.video_hw[1]}x{seq.video_hw[0]} image, but --ref is "
+                         f"{image_hw[1]}x{image_hw[0]}: give the reference's own pose file")
+    pose = seq.frames[0]
+    (h, w), (th, tw) = image_hw, out_hw
+    rh, rw = cover_resize_size(h, w, th, tw)
+    top, left = int(round((rh - th) / 2.0)), int(round((rw - tw) / 2.0))
+    scale, offset = np.array([rw / w, rh / h]), np.array([left, top], dtype=np.float64)
+    keypoints = (pose.keypoints * [w, h] * scale - offset) / [tw, th]
+    boxes = pose.boxes * np.tile(scale, 2) - np.tile(offset, 2)
+    return PoseFrame(keypoints, pose.scores, boxes, pose.person_detected, (th, tw))
 
 
 def _open_sources(job: Job) -> tuple[np.ndarray, VideoInfo | None, PoseSequence | None]:
@@ -84,9 +118,9 @@ def read_inputs(job: Job, config: GenerationConfig, raw: RawInputs | None = None
     raw = raw if raw is not None else open_inputs(job, config)
     hw = raw.reference.shape[:2]
     ref_pose_image, pose_frames = raw.ref_pose_image, raw.pose_frames
-    if job.ref_pose is not None and ref_pose_image is None:
+    if job.ref_pose is not None and ref_pose_image is None and raw.ref_pose_frame is None:
         single_image = Path(job.ref_pose).suffix.lower() in IMAGE_SUFFIXES
-        ref_pose_image = _resized(read_image(job.ref_pose, "--ref-pose", background=0), hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
+        ref_pose_image = resize_pose_image(read_image(job.ref_pose, "--ref-pose", background=0), hw) if single_image else _read_pose_frames(job.ref_pose, hw)[0]
     if job.pose_frames is not None and pose_frames is None:
         pose_frames = _read_pose_frames(job.pose_frames, hw)
     return replace(raw, ref_pose_image=ref_pose_image, pose_frames=pose_frames)
@@ -101,28 +135,64 @@ def prepare_poses(raw: RawInputs, config: GenerationConfig, detector: Callable, 
     warnings: list[str] = []
     ref_pose_image = raw.ref_pose_image
     audio, audio_start, pose_fps = None, 0.0, None
+    parts = DrawParts.from_settings(config)
+
+    def reference_pose() -> PoseFrame:
+        """The reference's pose: from --ref-pose REF.npz, else DWPose on the reference (said when its weights are random)."""
+        if raw.ref_pose_frame is not None:
+            return raw.ref_pose_frame
+        found = detector()
+        if getattr(found, "weights_warning", None):
+            warnings.append("the reference's pose comes from DWPose with random weights (meaningless): give --ref-pose REF.npz, "
+                            "or real DWPose weights")
+        return found.detect_image(reference)
+
     if raw.pose_frames is not None:
+        if not (config.draw_body and config.draw_hands and config.draw_face):
+            warnings.append("--draw-body/--draw-hands/--draw-face do not apply to --pose-frames (already drawn): the images are used as they are")
         if ref_pose_image is None:
-            ref_pose_image = draw_pose(detector().detect_image(reference), *hw)
+            ref_pose_image = draw_pose(reference_pose(), *hw, parts)
         poses: PoseImages = ArrayPoses(np.concatenate([ref_pose_image[None], raw.pose_frames]))
+        pose_fps = _frames_fps(job.pose_frames)
     else:
         if raw.video is not None:
             seq = extract_video_poses(detector(), job.driving, config.sample_stride, info=raw.video)
             warnings += detection_warnings(seq)
-            audio, audio_start, pose_fps = Path(job.driving), float(seq.frame_times_s[0]) if seq.frame_times_s else 0.0, seq.pose_fps
+            audio = Path(job.driving)
         else:
             seq = raw.pose_file
+            audio = pose_file_source(job.poses, seq)
         if not seq.frames:
             raise InputError(f"no frames were sampled from {job.driving or job.poses}")
-        ref_detect = detector().detect_image(reference)
+        audio_start, pose_fps = (float(seq.frame_times_s[0]) if seq.frame_times_s else 0.0), seq.pose_fps
+        ref_detect = reference_pose()
         retargeted = retarget_poses(ref_detect, seq.frames, hw, seq.video_hw)
         warnings += list(retargeted.warnings)
-        first = ref_pose_image if ref_pose_image is not None else draw_pose(ref_detect, *hw)
-        poses = DrawnPoses(first, retargeted.poses, *hw)
+        first = ref_pose_image if ref_pose_image is not None else draw_pose(ref_detect, *hw, parts)
+        poses = DrawnPoses(first, retargeted.poses, *hw, parts)
     num_output = len(poses) - 1
     poses, pad_warnings = pad_to_window(poses, config.window, pad)
     warnings += pad_warnings
-    return JobInputs(reference, poses, num_output, config.output_fps, audio, audio_start, pose_fps, warnings)
+    sequence = seq if raw.pose_frames is None else None
+    return JobInputs(reference, poses, num_output, config.fps_for(pose_fps), audio, audio_start, pose_fps, warnings, sequence, audio)
+
+
+def pose_file_source(pose_file: Path, seq: PoseSequence) -> Path | None:
+    """The video a pose file was extracted from, for ``--audio``: its recorded path, or a file of that
+    name beside the pose file (pose files move with their videos); None when neither exists."""
+    if not seq.source:
+        return None
+    recorded = Path(seq.source)
+    for candidate in (recorded, Path(pose_file).parent / recorded.name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _frames_fps(source: Path) -> float | None:
+    """The frame rate of drawn pose frames given as a video (a folder of images has none)."""
+    source = Path(source)
+    return None if source.is_dir() else (probe_video(source).fps or None)
 
 
 def pad_to_window(poses: PoseImages, window: int, pad: bool) -> tuple[PoseImages, list[str]]:
@@ -135,7 +205,7 @@ def pad_to_window(poses: PoseImages, window: int, pad: bool) -> tuple[PoseImages
     return PaddedPoses(poses, window), [f"{driving} driving frames < window {window}: padded with the last pose to {window - 1}, output trimmed to {driving} frames"]
 
 
-def _resized(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def resize_pose_image(rgb: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """(h, w, 3) RGB -> (3, H, W) at the output size."""
     chw = torch.from_numpy(rgb).permute(2, 0, 1)
     return (resize_uint8(chw, hw) if tuple(chw.shape[1:]) != hw else chw).numpy()
@@ -151,7 +221,7 @@ def _read_pose_frames(source: Path, hw: tuple[int, int]) -> np.ndarray:
         frames = (read_image(p, background=0) for p in files)
     else:
         frames = (rgb for _, rgb in iter_sampled_frames(source, 1))
-    out = [_resized(rgb, hw) for rgb in frames]
+    out = [resize_pose_image(rgb, hw) for rgb in frames]
     if not out:
         raise InputError(f"no frames in {source}")
     return np.stack(out)

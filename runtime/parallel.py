@@ -33,11 +33,16 @@ size; on one device (``cpu,cpu``) nothing is copied. The backends release the GI
 
 Decode is split too: the temporal decoder's chunks are independent, so chunk n is decoded by
 worker ``n mod K`` while the frames are still yielded in order.
+
+The guidance interval needs nothing here: every worker's ``WindowStepper`` decides per step (from
+the shared plan) whether a window's call is the CFG pair or the conditional half, so all workers
+agree, and the UNet calls each one counted are summed into the job's ``calls``.
 """
 from __future__ import annotations
 
 import queue
 import threading
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -182,10 +187,11 @@ class _Worker:
 
 @torch.inference_mode()
 def denoise_parallel(backends: Sequence[Backend], plan: DenoisePlan, cond: Conditioning, poses, latents: torch.Tensor,
-                     hooks: StepHooks | None = None, stream=None) -> torch.Tensor:
+                     hooks: StepHooks | None = None, stream=None, calls: Counter | None = None) -> torch.Tensor:
     """``denoise`` with the windows of each step split over ``backends`` (the first one is the main
     device: it holds the latents, sums the partials and applies the Euler step). Same result, bit
-    for bit, as ``denoise(backends[0], ...)`` when the backends compute the same bits."""
+    for bit, as ``denoise(backends[0], ...)`` when the backends compute the same bits.
+    ``calls``: a Counter that receives every worker's UNet calls, by batch size (as ``denoise``'s)."""
     main = backends[0].device
     windows = [list(w) for w in plan.windows]
     blocks = assign_windows(len(windows), len(backends))
@@ -244,6 +250,9 @@ def denoise_parallel(backends: Sequence[Backend], plan: DenoisePlan, cond: Condi
     finally:
         for w in workers:
             w.close()
+        if calls is not None:
+            for w in workers:
+                calls.update(w.stepper.calls)
     return latents
 
 

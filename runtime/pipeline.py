@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Protocol, Sequence
@@ -57,7 +58,7 @@ from mimic.runtime.determinism import job_noise, promise_bit_identity
 from mimic.runtime.admission import AdmittedJob
 from mimic.runtime.inputs import JobInputs, RawInputs, prepare_poses, read_inputs
 from mimic.runtime.jobs import Job
-from mimic.runtime.report import JobReport, write_report
+from mimic.runtime.report import JobReport, UnetWork, unet_flop_config, write_report
 from mimic.spec import StageName
 from mimic.spec import TensorName as N
 
@@ -79,6 +80,7 @@ class Components:
     audio: bool = False  # copy the driving video's audio into mp4 outputs
     facts: dict = field(default_factory=dict)  # backend / device / precision, for the run report
     workers: tuple[Backend, ...] = ()  # more backends (other devices): windows and decode chunks split over all
+    unet_config: Any = None  # the SVD folder's unet/config.json (the run report's FLOP model); None: identified from the model
 
     @property
     def backends(self) -> tuple[Backend, ...]:
@@ -101,13 +103,22 @@ class Hooks:
     """An observer of one job: subclass and override any subset (all no-ops here), or pass any
     object that has some of these methods. Observers only watch: how the job runs is ``JobControl``.
 
+    ``on_inputs``: once steps 1-2 are done, with the job's ``JobInputs`` (its poses; ``mimic run
+    --preview`` writes the pose preview from them before any denoising).
+    ``on_decode``: after every decoded and written chunk, (frames done, total frames) of the output.
     ``on_stage_end``: after each timed phase (inputs, encode, denoise, decode_write) with seconds.
     ``on_progress``: after every UNet call, (done, total) over windows x steps.
     ``on_step_end``: after every denoising step with the fused latents (checkpoints, previews); the
     tensor is reused as working memory afterwards: copy or save it during the call.
     """
 
+    def on_inputs(self, inputs) -> None:
+        pass
+
     def on_stage_end(self, name: str, seconds: float) -> None:
+        pass
+
+    def on_decode(self, done: int, total: int) -> None:
         pass
 
     def on_progress(self, done: int, total: int) -> None:
@@ -117,7 +128,7 @@ class Hooks:
         pass
 
 
-OBSERVER_CALLBACKS = ("on_stage_end", "on_progress", "on_step_end")
+OBSERVER_CALLBACKS = ("on_inputs", "on_stage_end", "on_decode", "on_progress", "on_step_end")
 CONTROL_NAMES = ("denoise_turn", "poll", "synchronize", "deterministic")  # JobControl's, never an observer's
 
 
@@ -163,7 +174,9 @@ class Observers:
             return hooks
         return cls(hooks if isinstance(hooks, (list, tuple)) else [hooks])
 
+    on_inputs = _fan_out("on_inputs")
     on_stage_end = _fan_out("on_stage_end")
+    on_decode = _fan_out("on_decode")
     on_progress = _fan_out("on_progress")
     on_step_end = _fan_out("on_step_end")
 
@@ -294,13 +307,25 @@ def generate(
             inputs = prepare_poses(raw, config, c.detector, pad=c.pad_short)
             del raw
         report.warnings += inputs.warnings
+        if inputs.sequence is not None:  # logged when the extraction started: not repeated at the job's end
+            report.printed += list(inputs.sequence.extraction_warnings)
         num_frames, height, width = check_shapes(inputs.reference, len(inputs.poses), (inputs.poses.height, inputs.poses.width), config.window)
+        report.fps, report.size = inputs.output_fps, (width, height)
+        if c.audio and sink is None and inputs.audio_source is not None and not job.writes_png_sequence:
+            drift = audio_drift_warning(inputs)
+            if drift:  # said before rendering, not after minutes of it
+                log.warning(drift)
+                report.warnings.append(drift)
+                report.printed.append(drift)
+    observers.on_inputs(inputs)
 
     with timer("encode"):
         reference = pre.upstream_pixel_roundtrip(inputs.reference, dt)
         # 3. image embedding
         clip = pre.clip_pixels(reference, c.info.clip_mean, c.info.clip_std).to(dev, dt)
         embeds = backend.run(StageName.IMAGE_ENCODER, {N.PIXEL_VALUES: clip}, stream)[N.IMAGE_EMBEDS].to(dt).unsqueeze(1)
+        if config.image_embed_strength != 1.0:  # the conditional embedding scaled (the unconditional one is zeros)
+            embeds = embeds * config.image_embed_strength
         # 4. reference latents (noise augmentation: the job's first random draw)
         pixels = pre.vae_pixels(reference)
         # both draws now, in the released order; on the main GPU when there is one (``determinism``)
@@ -321,14 +346,17 @@ def generate(
             latents = resume[1].to(dev, dt)
 
     # 6. windowed denoising with progressive latent fusion
+    calls: Counter = Counter()  # UNet calls by batch size, for the report's TFLOP per output frame
     with control.denoise_turn(), timer("denoise"):
         if c.workers:
             from mimic.runtime.parallel import denoise_parallel
 
-            latents = denoise_parallel(c.backends, plan, cond, inputs.poses, latents, steps, stream)
+            latents = denoise_parallel(c.backends, plan, cond, inputs.poses, latents, steps, stream, calls=calls)
         else:
-            latents = denoise(backend, plan, cond, inputs.poses, latents, steps, stream)
+            latents = denoise(backend, plan, cond, inputs.poses, latents, steps, stream, calls=calls)
     del cond
+    report.unet = UnetWork(unet_flop_config(c.unet_config, backend, c.info), plan.window, height, width, dict(calls),
+                           dict(plan.unet_calls(range(plan.start_step))))
 
     with timer("decode_write"):
         # 7. streamed decode, frame 0 (the reference slot) and padding dropped, written in order
@@ -344,6 +372,7 @@ def generate(
                 keep = frames[max(0, 1 - start) : max(0, 1 + inputs.num_output - start)]
                 if len(keep):
                     writer.write(keep)
+                    observers.on_decode(writer.frames_written, inputs.num_output)
                 control.poll()
         report.frames = writer.frames_written
         if sink is None:
@@ -368,13 +397,17 @@ def _copy_audio(job: Job, inputs: JobInputs, report: JobReport) -> None:
     from mimic.media.audio import mux_audio
 
     duration = report.frames / inputs.output_fps
-    if inputs.pose_fps and abs(inputs.pose_fps - inputs.output_fps) > 1e-3:
-        report.warnings.append(
-            f"output plays at {inputs.output_fps:g} fps but the sampled motion is {inputs.pose_fps:g} fps: "
-            f"audio follows the source clock and will drift (use --fps {inputs.pose_fps:g})"
-        )
     if not mux_audio(job.out, inputs.audio_source, inputs.audio_start_s, duration):
         report.warnings.append(f"{inputs.audio_source} has no audio stream to copy")
+
+
+def audio_drift_warning(inputs: JobInputs) -> str | None:
+    """The warning for an ``--fps`` that does not play the sampled motion in real time, when the
+    source's audio is copied (it follows the source's clock); None when they agree."""
+    if inputs.pose_fps and abs(inputs.pose_fps - inputs.output_fps) > 1e-3:
+        return (f"output plays at {inputs.output_fps:g} fps but the sampled motion is {inputs.pose_fps:g} fps: "
+                f"audio follows the source clock and will drift (use --fps {inputs.pose_fps:g}, the default)")
+    return None
 
 
 class _PhaseTimer:

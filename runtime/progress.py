@@ -1,4 +1,4 @@
-"""Progress of a job's denoising (windows x steps) with rate and ETA, on stderr.
+"""Progress of a job's denoising (windows x steps) and decoding (frames) with rate and ETA, on stderr.
 
 On a terminal it is a tqdm bar; otherwise (a log file, a render farm's job log) a plain line per
 update, at most every ``min_interval_s`` seconds and always at the end, so logs stay readable.
@@ -20,6 +20,7 @@ class ProgressHooks(Hooks):
         self._bar = None
         self.t0 = time.perf_counter()
         self._last = float("-inf")
+        self._decode_t0: float | None = None
 
     @property
     def stream(self):
@@ -30,14 +31,29 @@ class ProgressHooks(Hooks):
         if tty:
             self._tqdm(done, total)
             return
+        self._line(f"{done}/{total} windows x steps", done, total, self.t0)
+
+    def _line(self, what: str, done: int, total: int, t0: float) -> None:
+        """``LABEL WHAT  E s elapsed  ETA R s`` at most every ``min_interval_s``, and always at the end."""
         now = time.perf_counter()
         if done < total and now - self._last < self.min_interval:
             return
         self._last = now
-        elapsed = now - self.t0
+        elapsed = now - t0
         eta = elapsed / done * (total - done) if done else float("nan")
-        self.stream.write(f"{self.label} {done}/{total} windows x steps  {elapsed:.1f} s elapsed  ETA {eta:.1f} s\n")
+        self.stream.write(f"{self.label} {what}  {elapsed:.1f} s elapsed  ETA {eta:.1f} s\n")
         self.stream.flush()
+
+    def on_stage_end(self, name: str, seconds: float) -> None:
+        if name == "denoise":  # decoding starts now: its elapsed time and ETA count from here
+            self._decode_t0, self._last = time.perf_counter(), float("-inf")
+
+    def on_decode(self, done: int, total: int) -> None:
+        """Decoding and writing: a plain line per update (at most every ``min_interval_s``, always
+        at the end), also on a terminal (the denoising bar is closed by then)."""
+        if self._decode_t0 is None:  # no denoising seen (a resumed job's last step, a bare observer)
+            self._decode_t0, self._last = time.perf_counter(), float("-inf")
+        self._line(f"decoded {done}/{total} frames", done, total, self._decode_t0)
 
     def _tqdm(self, done: int, total: int) -> None:
         if self._bar is None:
@@ -110,6 +126,9 @@ class _OpenJDHooks(Hooks):
 
     def on_progress(self, done: int, total: int) -> None:
         self.run.update(self.k, 0.10 + 0.80 * done / max(1, total))
+
+    def on_decode(self, done: int, total: int) -> None:
+        self.run.update(self.k, 0.90 + 0.10 * done / max(1, total))
 
     def on_step_end(self, step: int, num_steps: int, latents) -> None:
         self.run.line(f"openjd_status: {self.label}: denoising step {step}/{num_steps}")

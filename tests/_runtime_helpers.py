@@ -24,6 +24,33 @@ def write_synthetic_driving_video(path, num_frames: int = 24, size_hw: tuple[int
     return write_rgb_video(path, frames, fps)
 
 
+def write_video_with_audio(path, frames: int = 12, fps: int = 24):
+    """``frames`` dancer frames at ``fps`` with a 440 Hz tone as long as the video."""
+    import av
+
+    seconds = frames / fps
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.width, v.height, v.pix_fmt = 192, 320, "yuv420p"
+        a = c.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        for pose in synthetic_poses(frames, (320, 192)):
+            rgb = np.maximum(draw_pose(pose, 320, 192).transpose(1, 2, 0), 30).astype(np.uint8)
+            for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                c.mux(p)
+        n = int(44100 * seconds)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(n) / 44100)).astype(np.float32)[None]
+        for k in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, k
+            for p in a.encode(frame):
+                c.mux(p)
+        for s in (v, a):
+            for p in s.encode():
+                c.mux(p)
+    return path
+
+
 def make_inputs(folder: Path, frames: int = 10) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     ref = folder / "ref.png"

@@ -5,6 +5,7 @@ from mimic.benchmarks.flops import (
     ModelConfigs,
     clip_flops,
     job_flops,
+    released_unet_tflop_per_output_frame,
     stage_flops,
     unet_flops,
     unet_flops_per_frame,
@@ -70,3 +71,42 @@ def test_configs_read_from_a_weights_folder(tiny_layout):
         assert stage_flops(stage, point, tiny) > 0
     with pytest.raises(ValueError):
         stage_flops("dwpose_detector", {}, tiny)
+
+
+def test_the_flop_model_lives_below_the_runtime_and_the_benchmarks_reexport_it():
+    from mimic.benchmarks import flops as bench
+    from mimic.model import flops as model
+
+    assert bench.unet_flops is model.unet_flops and bench.ModelConfigs is model.ModelConfigs and bench.REAL_UNET_CONFIG is model.REAL_UNET_CONFIG
+
+
+def test_the_pinned_real_unet_count_is_the_meta_device_count():
+    """The run report's 576x1024 figure uses a pinned count (no 1.7 s count per process): it must be
+    what torch's counter gives now (a change of torch, diffusers or the UNet code fails here)."""
+    from mimic.model.flops import PINNED_UNET_FLOPS, count_unet_flops, reference_frame_pass_flops
+
+    assert PINNED_UNET_FLOPS
+    for (key, frames, height, width, batch), flops in PINNED_UNET_FLOPS.items():
+        assert count_unet_flops(key, frames, height, width, batch) == flops
+    assert rel(reference_frame_pass_flops(), 3.20e12) < 0.01
+
+
+def test_the_released_defaults_cost_about_175_unet_tflop_per_output_frame():
+    per_frame = unet_flops(REAL, 72, 576, 1024) / 72
+    long = released_unet_tflop_per_output_frame()  # windows advance 66 frames: 72/66 frame-passes per output frame
+    assert long == pytest.approx(2 * 25 * per_frame * 72 / 66 / 1e12, rel=1e-12) and rel(long, 174.55) < 1e-3
+    demo = job_flops(GenerationConfig(), 525, 576, 1024)  # the 35 s demo: 8 windows of 72 frames for 525 frames
+    assert demo.unet_calls == {2: 200, 1: 0}
+    assert demo.unet_tflop_per_output_frame == pytest.approx(8 * 72 * 2 * 25 * per_frame / 525 / 1e12, rel=1e-12)
+    assert demo.unet_tflop_per_output_frame_576x1024 == pytest.approx(demo.unet_tflop_per_output_frame, rel=1e-12)
+
+
+def test_job_flops_count_the_conditional_half_outside_the_guidance_interval():
+    from mimic.model.scheduler import SchedulerConfig, make_schedule
+
+    sigmas = make_schedule(25, SchedulerConfig()).sigmas
+    config = GenerationConfig(guidance_sigma_min=float(sigmas[15]), guidance_sigma_max=float(sigmas[5]))  # steps 5..15 guided
+    full, part = job_flops(GenerationConfig(), 525, 576, 1024), job_flops(config, 525, 576, 1024)
+    assert part.unet_calls == {2: 8 * 11, 1: 8 * 14} and part.unet_passes == 8 * (2 * 11 + 14)
+    assert part.stages["unet"] / full.stages["unet"] == pytest.approx(36 / 50, rel=1e-12)
+    assert part.unet_tflop_per_output_frame_576x1024 == pytest.approx(full.unet_tflop_per_output_frame_576x1024 * 36 / 50, rel=1e-12)

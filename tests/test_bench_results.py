@@ -50,3 +50,41 @@ def test_writer_reader_and_merge(ctx, tmp_path):
         read_records(tmp_path / "bad.jsonl")
     with pytest.raises(InputError, match="does not exist"):
         read_records(tmp_path / "missing.jsonl")
+
+
+def test_an_interrupted_end_to_end_keeps_the_rounds_it_measured(ctx, tmp_path, monkeypatch):
+    """`mimic bench` appends each record as it is measured; the end-to-end records (medians over the
+    rounds) are written when SIGTERM/Ctrl-C stops the rounds too, from the rounds measured, marked."""
+    import numpy as np
+
+    from mimic.benchmarks import stage_bench
+    from mimic.errors import Interrupted
+    from mimic.model.config import GenerationConfig
+
+    class Flops:
+        total, stages, windows = 10**9, {}, 3
+
+        def floor_seconds(self, rate):
+            return 0.5
+
+    monkeypatch.setattr(stage_bench, "job_flops", lambda *a, **k: Flops())
+    out = tmp_path / "results.jsonl"
+    bench = stage_bench.Bench(stage_bench.BenchPlan(preset="tiny", backends=("torch",), e2e_repeats=3), "mimic bench --preset tiny",
+                              ResultsWriter(out), lambda line: None)
+    bench.ctx, bench.config, bench.configs, bench.rate, bench.precision = ctx, GenerationConfig(window=16, overlap=6), None, 0.1, "fp32"
+    started = []
+
+    def run_e2e(name, backend):
+        started.append(name)
+        if len(started) == 4:  # round 2, torch: the signal arrives
+            raise Interrupted("SIGTERM", 143)
+        memory = {"peak_rss_bytes": 200, "start_rss_bytes": 100, "device_used_peak_bytes": None}
+        return stage_bench.E2EResult(name, float(len(started)), {"denoise": 1.0}, memory, np.zeros((24, 3, 8, 8), np.uint8))
+
+    bench.run_e2e = run_e2e
+    with pytest.raises(Interrupted):
+        bench.bench_e2e({"reference": None, "torch": None})
+    e2e = {r["backend"]: r for r in read_records(out)}
+    assert (e2e["reference"]["rounds"], e2e["reference"]["seconds_all"], e2e["torch"]["rounds"]) == (2, [1.0, 3.0], 1)
+    assert all(r["interrupted"] and r["rounds_planned"] == 3 for r in e2e.values())
+    assert e2e["torch"]["speedup_vs_reference"] == 1.0 and e2e["torch"]["max_abs_diff_vs_reference"] == 0

@@ -93,6 +93,92 @@ def test_help_shows_flags_as_flags_and_lists_choices(path, command):
             assert "cpu" in row and "cuda" in row
 
 
+NOT_IN_HELP = ("<int range>", "<str>", "<float range>", "<list[", "x>=", "x<=", "…")
+
+
+def _rendered(path, columns: int) -> str:
+    import typer.rich_utils
+
+    env = {"COLUMNS": str(columns), "TERMINAL_WIDTH": str(columns), "NO_COLOR": "1"}
+    width = typer.rich_utils.MAX_WIDTH  # read from TERMINAL_WIDTH once, when typer's help was first imported
+    typer.rich_utils.MAX_WIDTH = columns
+    try:
+        result = RUNNER.invoke(cli.app, [*path, "--help"], env=env)
+    finally:
+        typer.rich_utils.MAX_WIDTH = width
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
+def _cells(text: str, rows: dict[str, str]) -> dict[str, str]:
+    """``rows``: row name (an option's flag, an argument's NAME, a subcommand) -> its help text.
+    The text of each row's last column (help) over all its lines, found from where that help text
+    starts on the row's first line; whitespace removed (a word folded over two lines reads whole)."""
+    lines = [line.rstrip().removesuffix("│") for line in text.splitlines()]
+    starts = {}
+    for name in rows:
+        hits = [i for i, line in enumerate(lines) if re.match(rf"^│ {{1,8}}(\* +)?{re.escape(name)}(\s|,|$)", line)]  # in the first column
+        assert hits, f"{name!r} has no row that starts with it (its name cut or folded?)\n{text}"
+        starts[name] = hits[0]
+    ends = sorted({*starts.values(), *(i for i, line in enumerate(lines) if line.startswith(("╰", "╭")))})
+    cells = {}
+    for name, expected in rows.items():
+        first, wanted = lines[starts[name]], " ".join(expected.split())
+        xs = [x for x in range(1, len(first)) if first[x - 1] == " " and first[x] != " "
+              and (wanted.startswith(rest := " ".join(first[x:].split())) or rest.startswith(wanted))]
+        assert xs, f"{name}: its help does not start on its row: {first!r}"
+        end = next(i for i in ends if i > starts[name])
+        cells[name] = _squeezed("".join(line[xs[0]:] for line in lines[starts[name]:end]))
+    return cells
+
+
+@pytest.mark.parametrize("columns", [80, 250])
+def test_help_shows_no_raw_types_and_cuts_nothing(columns):
+    """Every command's help, at 80 columns (the default without a terminal) and wide: no typer type
+    labels (`<int range>`, `<str>`, `<list[int]>`), no click range suffixes (`[x>=1]`: ranges read
+    `[range: ...]`), no `…`, and every option's, argument's and subcommand's help text shown whole."""
+    for path, command in _commands():  # a fresh tree: help texts as written
+        text = _rendered(path, columns)
+        for bad in NOT_IN_HELP:
+            assert bad not in text, f"mimic {' '.join(path)} --help ({columns} columns) shows {bad!r}:\n{text}"
+        ctx = command.make_context("mimic", [], resilient_parsing=True)
+        rows = {}
+        for param in command.get_params(ctx):
+            if getattr(param, "hidden", False) or not param.help:
+                continue
+            if isinstance(param, typer.core.TyperArgument):
+                rows[param.metavar] = param.help
+                assert param.nargs == 1 or param.metavar.endswith("..."), param.metavar  # FILES...
+            else:
+                rows[next((o for o in param.opts if o.startswith("--")), param.opts[0])] = param.help
+        if hasattr(command, "list_commands"):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                rows[name] = " ".join(sub.help.split("\n\n")[0].split())
+        cells = _cells(text, rows)
+        for name, expected in rows.items():
+            assert _squeezed(expected) in cells[name], f"mimic {' '.join(path)} {name} ({columns} columns): help cut:\n{text}"
+
+
+def test_value_labels_say_what_to_type():
+    demo = _help(["demo"])
+    assert re.search(r"--backend\s+torch\|onnxruntime\s", _row(demo, "--backend"))
+    assert re.search(r"--preset\s+toy\|tiny\s", _row(demo, "--preset"))
+    frames = _row(demo, "--frames")
+    assert re.search(r"--frames\s+<int>\s", frames) and "[range: >= 1]" in frames
+    assert re.search(r"--address\s+auto\|HOST:PORT\s", _row(_help(["farm"]), "--address"))
+    window = _row(_help(["bench"]), "--window")
+    assert re.search(r"--window\s+<int>\s", window) and "repeat" in window and "[range: >= 2]" in window
+    report = _help(["bench", "report"])
+    assert "Usage: mimic bench report [OPTIONS] FILES..." in report
+    assert re.search(r"FILES\.\.\.\s+<path>\s", _row(report, "FILES..."))
+    assert re.search(r"--args\s+'OPTIONS'\s", _row(_help(["farm", "openjd-template"]), "--args"))
+
+
 def test_settings_show_range_and_the_chosen_preset_default():
     text = _help(["run"])
     steps = _row(text, "--steps")
@@ -131,6 +217,11 @@ def test_version_is_the_installed_distributions():
 
     result = RUNNER.invoke(cli.app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"mimic {md.version('mimic-engine')}"
+
+
+def test_demo_choices_are_real_presets_and_backends():
+    assert set(conventions.DEMO_PRESETS) <= set(conventions.PRESETS) and conventions.DEMO_PRESETS[0] == "toy"  # the default first
+    assert set(conventions.DEMO_BACKENDS) == set(conventions.BACKENDS) - {"tensorrt"}
 
 
 def test_choices_are_the_real_tuples():
@@ -328,6 +419,50 @@ def test_third_party_float32_warning_goes_to_debug(capsys):
         assert "mimic.third_party" not in theirs.getvalue() and "should be kept in float32" in capsys.readouterr().out
     finally:
         library.removeHandler(handler)
+        setup_cli_logging()
+
+
+def test_warnings_go_to_stderr_and_info_to_stdout(capsys):
+    """`mimic ... > out.txt` keeps warnings on the terminal; a command whose stdout is data
+    (`mimic pose`'s JSON) sends its INFO lines to stderr too, until the next command starts."""
+    from mimic.logs import info_to_stderr, setup_cli_logging
+
+    log = logging.getLogger("mimic.test_cli_conventions")
+    try:
+        setup_cli_logging()
+        log.info("loaded in 1.0 s")
+        log.warning("resolution 100 is not a multiple of 64; using 128")
+        out, err = capsys.readouterr()
+        assert out == "loaded in 1.0 s\n" and err == "warning: resolution 100 is not a multiple of 64; using 128\n"
+        info_to_stderr()
+        log.info("loaded in 1.0 s")
+        log.warning("odd")
+        out, err = capsys.readouterr()
+        assert out == "" and err == "loaded in 1.0 s\nwarning: odd\n"
+        setup_cli_logging()  # what every `mimic` command starts with
+        log.info("back")
+        assert capsys.readouterr().out == "back\n"
+    finally:
+        setup_cli_logging()
+
+
+def test_every_line_on_either_stream_ends_an_open_progress_line(capsys):
+    """A bar (stderr) left open: an INFO line (stdout), a warning (stderr) and, with
+    info_to_stderr(), an INFO line on stderr each start on a line of their own."""
+    import sys
+
+    from mimic.logs import info_to_stderr, progress_line_open, setup_cli_logging
+
+    log = logging.getLogger("mimic.test_cli_conventions")
+    try:
+        setup_cli_logging()
+        for step, emit in enumerate((lambda: log.info("info"), lambda: log.warning("w"), lambda: (info_to_stderr(), log.info("info2")))):
+            sys.stderr.write(f"denoising {step}/10")
+            progress_line_open(sys.stderr, True)
+            emit()
+        out, err = capsys.readouterr()
+        assert out == "info\n" and err == "denoising 0/10\ndenoising 1/10\nwarning: w\ndenoising 2/10\ninfo2\n"
+    finally:
         setup_cli_logging()
 
 

@@ -58,3 +58,14 @@ def test_cfg_feed_buffers_are_reused_and_the_stream_reaches_every_call():
     pair = unet[-1][N.POSE_LATENTS]
     assert pair.shape[0] == 2 * config.window and not pair[: config.window].any()
     assert plan.schedule.sigmas.device.type == "cpu"
+
+
+def test_pose_images_of_any_memory_layout_give_the_same_contiguous_posenet_input():
+    """Pose images read from a video arrive channels-last strided; on the CPU a convolution's last bits
+    depend on its input's layout, so PoseNet's input is made contiguous (the same frames whatever the source)."""
+    from mimic.model.preprocess import pose_pixels
+
+    hwc = (np.random.default_rng(1).random((3, 16, 24, 3)) * 255).astype(np.uint8)
+    strided = hwc.transpose(0, 3, 1, 2)  # (F, 3, H, W) view of HWC memory, as a decoded video gives
+    x = pose_pixels(strided, torch.float32)
+    assert x.is_contiguous() and torch.equal(x, pose_pixels(np.ascontiguousarray(strided), torch.float32))

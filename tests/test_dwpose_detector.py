@@ -189,8 +189,100 @@ def test_pose_command_summary_and_preview(tmp_path, tiny, caplog):
                                                                               "pose": "rewritten"}
     assert len(load_poses(tmp_path / "clip.npz").frames) == 4
     preview = [frame for _, frame in iter_sampled_frames(summary["preview"], 1)]
-    assert len(preview) == 4 and preview[0].shape == (640, 512, 3) and preview[0].any()
+    assert len(preview) == 4 and preview[0].shape == (22 + 640 + 22, 2 * 512 + 2, 3) and preview[0].any()  # source | pose
     assert (tmp_path / "clip_pose.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any("frames/s" in line for line in caplog.messages)
     with pytest.raises(InputError, match=".mp4"):
         pose_command(video, tmp_path / "x.npz", *tiny, preview=tmp_path / "x.gif")
+
+
+# ------------------------------------------------------------------ random weights (the tiny preset's)
+def test_tiny_dwpose_files_say_their_weights_are_random_old_ones_too(tiny, tmp_path):
+    from mimic.model.tiny_dwpose import RANDOM_WEIGHTS_KEY, RANDOM_WEIGHTS_WARNING
+
+    assert RANDOM_WEIGHTS_WARNING == ("the tiny preset's DWPose has random weights: poses are meaningless; "
+                                      "use --weights or a pose file")
+    for path in tiny:
+        assert {p.key: p.value for p in onnx.load(str(path)).metadata_props} == {RANDOM_WEIGHTS_KEY: RANDOM_WEIGHTS_WARNING}
+    assert DWPoseDetector(*tiny, batching=False).weights_warning == RANDOM_WEIGHTS_WARNING
+    old = []                                                 # as written before the marker (an older cache)
+    for path in tiny:
+        model = onnx.load(str(path))
+        del model.metadata_props[:]
+        old.append(save_model(model, tmp_path / "old" / path.name))
+    assert DWPoseDetector(*old, batching=False).weights_warning == RANDOM_WEIGHTS_WARNING
+    planted = (save_model(planted_detector(np.zeros((8400, 85))), tmp_path / "det.onnx"),
+               save_model(planted_pose(np.zeros((133, 576)), np.zeros((133, 768))), tmp_path / "pose.onnx"))
+    assert DWPoseDetector(*planted, batching=False).weights_warning is None   # trained (here: chosen) outputs: no warning
+    assert DWPoseDetector(planted[0], tiny[1], batching=False).weights_warning == RANDOM_WEIGHTS_WARNING
+
+
+def test_random_weights_are_warned_once_per_extraction_and_reach_the_warnings(tmp_path, detector, caplog):
+    from mimic.model.tiny_dwpose import RANDOM_WEIGHTS_WARNING
+    from mimic.pose.extract import detection_warnings
+
+    video = write_rgb_video(tmp_path / "v.mp4", [figure_frame(40)] * 4, fps=30)
+    caplog.set_level("INFO", logger="mimic.pose")
+    for extraction in (1, 2):                                 # one warning per job, not per batch
+        poses = extract_video_poses(detector, video, sample_stride=1, batch_size=1)
+        warned = [r for r in caplog.records if r.levelname == "WARNING"]
+        assert [r.getMessage() for r in warned] == [RANDOM_WEIGHTS_WARNING] * extraction
+        assert caplog.records.index(warned[-1]) < min(i for i, r in enumerate(caplog.records) if "frames of v.mp4" in r.getMessage()
+                                                      and caplog.records.index(warned[-1]) < i)  # before its progress
+        assert poses.extraction_warnings == (RANDOM_WEIGHTS_WARNING,)
+        assert detection_warnings(poses)[0] == RANDOM_WEIGHTS_WARNING
+    caplog.clear()
+    detector.weights_warning = None                           # real weights: nothing to say
+    try:
+        poses = extract_video_poses(detector, video, sample_stride=1)
+    finally:
+        detector.weights_warning = RANDOM_WEIGHTS_WARNING
+    assert not [r for r in caplog.records if r.levelname == "WARNING"] and poses.extraction_warnings == ()
+
+
+# ------------------------------------------------------------------ what `mimic pose` and `mimic run` print
+def test_mimic_pose_stdout_is_the_json_alone_progress_and_warnings_on_stderr(tiny, tmp_path, monkeypatch, capsys):
+    """The tiny preset's files given by path (no preset named): the marker in them is what warns."""
+    import json
+
+    from _runtime_helpers import run_cli
+    from mimic.model.tiny_dwpose import RANDOM_WEIGHTS_WARNING
+    from mimic.pose import extract
+
+    monkeypatch.setattr(extract, "PROGRESS_EVERY_S", 0.0)      # a line after every batch
+    video = write_rgb_video(tmp_path / "clip.mp4", [figure_frame(30 + 6 * i) for i in range(6)], fps=30)
+    code, stdout, stderr = run_cli(["pose", str(video), "-o", str(tmp_path / "p.npz"), "--det-model", str(tiny[0]),
+                                    "--pose-model", str(tiny[1]), "--sample-stride", "1", "--batch-size", "2"], capsys)
+    assert code == 0, stderr
+    summary = json.loads(stdout)                               # `mimic pose ... | jq` works
+    assert summary["frames"] == 6 and summary["warnings"][0] == RANDOM_WEIGHTS_WARNING
+    lines = stderr.splitlines()
+    assert lines.count(f"warning: {RANDOM_WEIGHTS_WARNING}") == 1 and lines[0] == f"warning: {RANDOM_WEIGHTS_WARNING}"
+    progress = [line for line in lines if "ETA" in line]
+    assert [line.split(" frames of")[0] for line in progress] == ["DWPose: 2/6", "DWPose: 4/6", "DWPose: 6/6"]
+    assert all(" frames/s, ETA " in line for line in progress)
+
+
+def test_mimic_run_shows_extraction_progress_and_the_random_weights_warning(tmp_path, detector, monkeypatch, capsys):
+    """``mimic run --driving`` (and the farm and the Python API: the same step 2) on the CLI's
+    logging: the progress lines are printed, the warning once, and it is in the job's warnings."""
+    from _runtime_helpers import make_inputs
+    from mimic.logs import setup_cli_logging
+    from mimic.model.config import GenerationConfig
+    from mimic.model.tiny_dwpose import RANDOM_WEIGHTS_WARNING
+    from mimic.pose import extract
+    from mimic.runtime.inputs import open_inputs, prepare_poses
+    from mimic.runtime.jobs import Job
+
+    monkeypatch.setattr(extract, "PROGRESS_EVERY_S", 0.0)
+    ref, video = make_inputs(tmp_path / "in", frames=12)
+    config = GenerationConfig(resolution=128, window=4, overlap=1, sample_stride=1)
+    job = Job(reference=ref, driving=video, out=tmp_path / "o.mp4")
+    setup_cli_logging()
+    capsys.readouterr()
+    inputs = prepare_poses(open_inputs(job, config), config, lambda: detector)
+    out, err = capsys.readouterr()
+    printed = (out + err).splitlines()
+    assert [line.split(" frames of")[0] for line in printed if "ETA" in line] == ["DWPose: 8/12", "DWPose: 12/12"]
+    assert printed.count(f"warning: {RANDOM_WEIGHTS_WARNING}") == 1
+    assert inputs.warnings.count(RANDOM_WEIGHTS_WARNING) == 1   # so the job's report lists it

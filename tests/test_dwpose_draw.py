@@ -191,3 +191,61 @@ def test_fast_renderer_speed():
     literal = (time.perf_counter() - start) / 3
     print(f"draw_pose 1024x576: {1 / fast:.0f} frames/s (literal implementation {1 / literal:.1f} frames/s)")
     assert fast < literal
+
+
+# ---------------------------------------------------------------------- drawing toggles (DrawParts)
+def without(pose: PoseFrame, body: bool = True, hands: bool = True, face: bool = True) -> PoseFrame:
+    """``pose`` with the excluded parts removed from the data: body scores 0 (no limb passes 0.3, no
+    joint is in the subset), hand/face points at (0, 0) (pixel 0 is never drawn)."""
+    keypoints, scores = pose.keypoints.copy(), pose.scores.copy()
+    if not body:
+        scores[:, :18] = 0.0
+    if not hands:
+        keypoints[:, 92:134] = 0.0
+    if not face:
+        keypoints[:, 24:92] = 0.0
+    return PoseFrame(keypoints, scores, pose.boxes, pose.person_detected, pose.image_hw)
+
+
+@pytest.mark.parametrize("body, hands, face", [(False, True, True), (True, False, True), (True, True, False)])
+def test_an_excluded_part_draws_nothing_and_the_rest_is_unchanged(body, hands, face):
+    """Every pixel: drawing with a part switched off equals the released drawing of the pose with
+    that part's keypoints removed (nothing of it drawn, every other pixel as with all parts on)."""
+    from mimic.pose.draw import DrawParts
+
+    pose = random_pose(np.random.default_rng(11), 2)
+    got = PoseDrawer(200, 130, DrawParts(body=body, hands=hands, face=face))(pose)
+    assert np.array_equal(got, literal_draw(without(pose, body, hands, face), 200, 130))
+    assert not np.array_equal(got, PoseDrawer(200, 130)(pose))  # the part was there to leave out
+
+
+def test_default_parts_are_the_released_drawing_and_none_is_black():
+    from mimic.pose.draw import ALL_PARTS, DrawParts
+
+    pose = random_pose(np.random.default_rng(12), 2)
+    released = literal_draw(pose, 200, 130)
+    assert ALL_PARTS == DrawParts() == DrawParts(body=True, hands=True, face=True)
+    for image in (PoseDrawer(200, 130)(pose), PoseDrawer(200, 130, DrawParts())(pose), draw_pose(pose, 200, 130, ALL_PARTS)):
+        assert np.array_equal(image, released)
+    assert not draw_pose(pose, 200, 130, DrawParts(False, False, False)).any()
+
+
+def test_draw_parts_reach_drawn_poses_and_render_pose_images():
+    from types import SimpleNamespace
+
+    from mimic.pose.draw import DrawParts
+    from mimic.pose.extract import render_pose_images
+    from mimic.pose.images import DrawnPoses
+
+    rng = np.random.default_rng(13)
+    poses = [random_pose(rng, 1) for _ in range(2)]
+    no_hands, no_face = DrawParts(hands=False), DrawParts(face=False)
+    drawn = DrawnPoses(np.zeros((3, 64, 48), np.uint8), poses, 64, 48, no_hands).get([1])
+    assert np.array_equal(drawn[0], draw_pose(without(poses[0], hands=False), 64, 48))
+    assert not np.array_equal(drawn[0], draw_pose(poses[0], 64, 48))
+    images, _ = render_pose_images(poses[0], poses[1:], (64, 48), (64, 48), parts=no_face)
+    assert np.array_equal(images[0], draw_pose(without(poses[0], face=False), 64, 48))  # the reference: not retargeted
+    assert DrawParts.from_settings(SimpleNamespace(draw_body=True, draw_hands=False, draw_face=True)) == no_hands
+    assert DrawParts.from_settings(object()) == DrawParts()
+    with pytest.raises(TypeError, match="DrawParts.hands must be True or False"):
+        DrawParts(hands="no")

@@ -119,6 +119,13 @@ def test_farm_renders_like_sequential_run_and_a_bad_job_fails_alone(cluster, seq
         assert r["outcome"] == "done" and r["attempts"] == 1 and r["worker"] in ("w0", "w1") and r["seconds"] > 0 and r["frames"] == 10
     assert not (tmp_path / "bad").exists()
     assert "error: job 2" in stderr and "error: job 4" in stderr and "farm: 2 done, 2 failed" in stderr
+    # the summary accounts for the whole run (this module's cluster was up before: no cluster start-up here)
+    summary = next(line for line in stderr.splitlines() if line.startswith("farm: 2 done, 2 failed in "))
+    total, parts = summary.split(" in ", 1)[1].split(": ", 1)
+    seconds = {label: float(s) for s, label in (part.split(" s ", 1) for part in parts.split(", "))}
+    assert {"worker start-up (loading the weights)", "rendering"} <= set(seconds), summary
+    assert abs(sum(seconds.values()) - float(total.removesuffix(" s"))) <= 0.06 * len(seconds), summary
+    assert set(report["phases"]) == {"workers", "rendering"} and report["wall_seconds"] > report["seconds"] == report["phases"]["rendering"]
 
 
 @pytest.mark.slow

@@ -190,14 +190,69 @@ def test_snapshot_counts_and_progress_for_the_view():
     s = scheduler(workers=2, jobs=4, retries=0, clock=lambda: now[0])
     a, b = s.assign()
     now[0] = 4.0
-    s.attempt_ended(ended(a))
+    s.attempt_ended(WorkerOutcome(a.index, a.attempt, "done", a.worker_name, seconds=8.0))  # the worker's own seconds
     s.attempt_ended(ended(b, "failed", error="bad", exit_code=ExitCode.BAD_INPUT))
     (c, _) = s.assign()
     s.progress(c.index, JobProgress(stage="denoise", done=3, total=8, step=2, steps=4))
     snap = s.snapshot()
     assert (snap.total, snap.done, snap.failed, snap.cancelled, snap.queued, snap.workers) == (4, 1, 1, 0, 0, 2)
-    assert snap.mean_job_seconds == 4.0 and snap.elapsed == 4.0
+    assert snap.mean_job_seconds == 8.0 and snap.eta_basis == "done" and snap.elapsed == 4.0
+    assert snap.eta_s == 8.0 and snap.eta_text == "ETA 8 s"  # 2 jobs left, 2 workers
     assert [(r.worker, r.index, r.out) for r in snap.running] == [("w0", 2, "2.mp4"), ("w1", 3, "3.mp4")]
     line = status_line(snap)
-    assert line.startswith("farm: 1/4 done, 1 failed, 2 running, 0 queued | 4 s, ETA 4 s")
+    assert line.startswith("farm: 1/4 done, 1 failed, 2 running, 0 queued | 4 s, ETA 8 s")  # the view's ETA is the snapshot's
     assert "w0 2.mp4 step 2/4 window 1/2" in line and "w1 3.mp4 inputs" in line
+
+
+def test_an_eta_before_the_first_job_ends_is_projected_from_denoising_progress():
+    now = [0.0]
+    s = scheduler(workers=2, jobs=4, clock=lambda: now[0])
+    a, b = s.assign()
+    now[0] = 6.0
+    snap = s.snapshot()  # nothing denoised yet: nothing to go by, and the line says when there will be
+    assert snap.mean_job_seconds is None and snap.eta_s is None and snap.eta_text == "ETA once a job is denoising"
+    assert "| 6 s, ETA once a job is denoising | w0 0.mp4 inputs" in status_line(snap)
+    now[0] = 10.0
+    s.progress(a.index, JobProgress(stage="denoise", done=5, total=20, step=2, steps=4))  # 10 s for a quarter of the calls
+    s.progress(b.index, JobProgress(stage="encode"))
+    snap = s.snapshot()
+    assert snap.mean_job_seconds == 40.0 and snap.eta_basis == "progress"
+    assert snap.eta_s == 80.0 and snap.eta_text == "ETA ~80 s (projected from denoising progress)"  # 4 jobs x 40 s / 2 workers
+    assert "ETA ~80 s (projected from denoising progress)" in status_line(snap)
+    now[0] = 30.0
+    s.attempt_ended(WorkerOutcome(a.index, a.attempt, "done", a.worker_name, seconds=30.0))
+    snap = s.snapshot()  # from here on: the done jobs
+    assert (snap.mean_job_seconds, snap.eta_basis, snap.eta_s, snap.eta_text) == (30.0, "done", 45.0, "ETA 45 s")
+
+
+def test_job_seconds_and_elapsed_leave_out_the_start_up_and_the_queue():
+    """Jobs queued while the cluster and the workers start (30 s here) count from the first worker up,
+    and the ETA uses what a job takes on its worker, not its time in the queue."""
+    now = [0.0]
+    s = Scheduler(1, clock=lambda: now[0])
+    for k in range(3):
+        s.add(f"job{k}", Path(f"/out/{k}.mp4"))
+    now[0] = 30.0
+    s.worker_up(0)
+    for t in (40.0, 50.0):
+        (a,) = s.assign()
+        now[0] = t
+        s.attempt_ended(WorkerOutcome(a.index, a.attempt, "done", a.worker_name, seconds=10.0))
+    snap = s.snapshot()
+    assert snap.elapsed == 20.0 and snap.mean_job_seconds == 10.0 and snap.eta_s == 10.0
+    assert [r.seconds for r in s.results()[:2]] == [10.0, 20.0]  # the second job waited 10 s for the first
+
+
+def test_the_summary_accounts_for_the_whole_wall_time():
+    from mimic.farm.results import FarmReport, time_summary
+
+    assert time_summary(146.0, [("cluster", 45.0), ("rendering", 101.0)]) == "146.0 s: 45.0 s Ray cluster start-up, 101.0 s rendering"
+    # what the phases leave out is shown, so the parts always add up; tiny phases fold into it
+    assert time_summary(150.0, [("sizing", 0.01), ("cluster", 45.0), ("rendering", 101.0)]) == \
+        "150.0 s: 45.0 s Ray cluster start-up, 101.0 s rendering, 4.0 s other"
+    report = FarmReport((), 101.0, (), phases=(("cluster", 45.0), ("workers", 12.0), ("rendering", 101.0)), wall_seconds=158.5)
+    line = report.summary(before=[("preparing", 1.5)], more=[("shutdown", 2.0)])
+    assert line == ("0 done, 0 failed in 162.0 s: 1.5 s preparing (jobs file, weights, screening), 45.0 s Ray cluster start-up, "
+                    "12.0 s worker start-up (loading the weights), 101.0 s rendering, 2.0 s shutdown, 0.5 s other")
+    d = report.to_dict()
+    assert d["phases"] == {"cluster": 45.0, "workers": 12.0, "rendering": 101.0} and d["wall_seconds"] == 158.5 and d["seconds"] == 101.0

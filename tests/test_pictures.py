@@ -30,7 +30,7 @@ def test_preview_puts_pose_left_output_right_with_labels_frame_and_time():
     scale = preview.text_scale(48)
     assert np.array_equal(pic[:H, :48], preview.label_strip("pose", 48, H, scale))
     assert np.array_equal(pic[:H, 50:], preview.label_strip("output", 48, H, scale))
-    assert np.array_equal(pic[H + 64:], preview.label_strip("frame 5   t = 0.33 s", 98, F, scale))
+    assert np.array_equal(pic[H + 64:], preview.label_strip("frame 6   t = 0.33 s", 98, F, scale))  # index 5: the 6th frame
     for strip in (pic[:H, :48], pic[:H, 50:], pic[H + 64:]):  # text drawn: light pixels on the dark strip
         assert (strip.max(axis=-1) > 150).sum() > 20
     assert not np.array_equal(preview.label_strip("pose", 48, H, scale), preview.label_strip("output", 48, H, scale))
@@ -44,6 +44,8 @@ def test_preview_panels_generalise_to_three_columns():
     assert pic.shape == (H + 64 + preview.FOOTER, 3 * 48 + 4, 3)
     assert np.array_equal(pic[H:H + 64, 100:], truth.transpose(1, 2, 0))
     assert np.array_equal(pic[:H, 100:], preview.label_strip("ground truth", 48, H, preview.text_scale(48)))
+    # frame numbers count from 1, times from 0: the first frame reads "frame 1   t = 0.00 s", as the demo prints
+    assert np.array_equal(pic[H + 64:], preview.label_strip("frame 1   t = 0.00 s", 3 * 48 + 4, preview.FOOTER, preview.text_scale(48)))
     with pytest.raises(Exception, match="a label each"):
         preview.labelled_panels([pose, frame], ["pose"], 0, 8.0)
 
@@ -88,7 +90,8 @@ def test_contact_sheet_size_labels_and_limb_width():
     import cv2
 
     expected = np.full_like(label, 24)
-    cv2.putText(expected, f"#{index}  {times[index]:.2f} s", (4, sheet.LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+    text = f"frame {index + 1}  {times[index] - times[0]:.2f} s"  # 1-based, as every frame number printed
+    cv2.putText(expected, text, (4, sheet.LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, sheet.label_scale(text, tile_w),
                 sheet.LABEL_TEXT, 1, lineType=cv2.LINE_AA)
     assert np.array_equal(label, expected) and (label.max(axis=-1) > 150).sum() > 20
 

@@ -300,7 +300,7 @@ def test_a_driving_clip_without_a_person_is_reported(tiny_cache, tmp_path, capsy
     blank = write_rgb_video(tmp_path / "blank.mp4", [np.full((320, 192, 3), 90, np.uint8) for _ in range(6)], 24)
     code, stdout, stderr = _run(capsys, "--ref", ref, "--driving", blank, "--out", tmp_path / "o.mp4")
     assert code == 0, stderr
-    assert "  warning: 6 of 6 frames have no detected person box (DWPose used the whole frame)" in stdout.splitlines()
+    assert "warning: 6 of 6 frames have no detected person box (DWPose used the whole frame)" in stderr.splitlines()  # a warning: stderr
     report = json.loads((tmp_path / "o.mp4.report.json").read_text())
     assert "6 of 6 frames have no detected person box (DWPose used the whole frame)" in report["warnings"]
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from _runtime_helpers import SMALL_ARGS, decode_frames, make_inputs, run_cli
+from _runtime_helpers import SMALL_ARGS, decode_frames, make_inputs, run_cli, write_video_with_audio
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_mp4_output_decodes_to_the_frame_count(tiny_cache, tmp_path, inputs, cap
     out, stdout = _run(capsys, tmp_path, inputs, "onnxruntime", "ort.mp4")
     frames = decode_frames(out)
     assert frames.shape == (10, 192, 128, 3)
-    assert f"wrote {out} (10 frames" in stdout
+    assert f"wrote {out} (128x192, 10 frames at 24 fps (0.42 s); " in stdout
 
 
 def test_short_clip_is_padded_and_trimmed(tiny_cache, tmp_path, capsys):
@@ -54,9 +54,9 @@ def test_short_clip_is_padded_and_trimmed(tiny_cache, tmp_path, capsys):
     code, stdout, stderr = run_cli(["run", "--preset", "tiny", "--ref", str(ref), "--driving", str(video), "--out", str(out), *SMALL_ARGS], capsys)
     assert code == 0, stderr
     assert len(decode_frames(out)) == 3
-    assert "padded with the last pose" in stdout
+    assert "warning: 3 driving frames < window 6: padded with the last pose" in stderr  # warnings go to stderr
     code, _, stderr = run_cli(["run", "--preset", "tiny", "--ref", str(ref), "--driving", str(video), "--out", str(tmp_path / "x.mp4"), "--no-pad", *SMALL_ARGS], capsys)
-    assert code == 2 and stderr.strip().startswith("error: 3 driving frames is shorter than the window")
+    assert code == 2 and stderr.strip().splitlines()[-1].startswith("error: 3 driving frames is shorter than the window")
     assert not (tmp_path / "x.mp4").exists()
 
 
@@ -128,24 +128,7 @@ def test_audio_is_copied_for_the_rendered_duration(tiny_cache, tmp_path, capsys)
     import av
 
     ref, _ = make_inputs(tmp_path / "in", frames=2)
-    video = tmp_path / "in" / "with_audio.mp4"
-    with av.open(str(video), "w") as c:  # 1 s at 24 fps with a 440 Hz tone
-        v = c.add_stream("libx264", rate=24)
-        v.width, v.height, v.pix_fmt = 192, 320, "yuv420p"
-        a = c.add_stream("aac", rate=44100)
-        a.layout = "mono"
-        for i in range(24):
-            for p in v.encode(av.VideoFrame.from_ndarray(np.full((320, 192, 3), 40 + i, np.uint8), format="rgb24")):
-                c.mux(p)
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(44100) / 44100)).astype(np.float32)[None]
-        for k in range(0, 44100, 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 44100, k
-            for p in a.encode(frame):
-                c.mux(p)
-        for s in (v, a):
-            for p in s.encode():
-                c.mux(p)
+    video = write_video_with_audio(tmp_path / "in" / "with_audio.mp4", frames=24)  # 1 s at 24 fps with a 440 Hz tone
     out = tmp_path / "o.mp4"
     # stride 2 on 24 fps samples 12 frames; --fps 12 plays them in real time: 1 s of video and audio
     code, stdout, stderr = run_cli(["run", "--preset", "tiny", "--ref", str(ref), "--driving", str(video), "--out", str(out), *SMALL_ARGS, "--sample-stride", "2", "--fps", "12", "--audio"], capsys)
@@ -177,7 +160,7 @@ def test_pose_file_preview_and_drawn_pose_frames(tiny_cache, tmp_path, inputs, c
         ["run", "--preset", "tiny", "--ref", str(ref), "--pose-frames", str(frames_dir), "--ref-pose", str(frames_dir / "000.png"),
          "--out", str(out), *SMALL_ARGS, "--resolution", "100"], capsys)
     assert code == 0, stderr
-    assert "resolution 100 is not a multiple of 64; using 128" in stdout
+    assert "resolution 100 is not a multiple of 64; using 128" in stderr  # a warning: stderr
     assert decode_frames(out).shape == (7, 192, 128, 3)
     # the printed warning is in the run report too
     assert "resolution 100 is not a multiple of 64; using 128" in json.loads(out.with_name(out.name + ".report.json").read_text())["warnings"]

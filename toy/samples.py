@@ -7,6 +7,7 @@ Seeds below :data:`HELD_OUT_BASE` are for training; the demo and the tests use s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -84,3 +85,27 @@ def make_sample(seed: int, hw: tuple[int, int], num_frames: int, start: float | 
         reference=ref_img, ref_pose=pose_frame(ref_pts, hw), driving=tuple(driving), frames=np.stack(frames), masks=np.stack(masks),
         backdrop=puppet.backdrop,
     )
+
+
+def write_sample_inputs(sample: Sample, folder, stem: str = "puppet") -> dict[str, Path]:
+    """A sample as the files a user gives ``mimic run``: ``{stem}-ref.png`` (the reference image) with
+    its pose ``{stem}-ref.npz`` (for ``--ref-pose``), ``{stem}-dance.mp4`` (the ground-truth dance,
+    H.264 at the sample's fps) and ``{stem}-dance.npz`` (its poses, a pose file recording that video
+    as its source, so ``--audio`` and previews find it). The poses are the puppet's true keypoints,
+    so the toy preset (whose DWPose has random weights) is driven by real motion. Returns the paths
+    by kind (reference, ref_pose, video, poses)."""
+    from mimic.media.images import write_png
+    from mimic.media.video_writer import write_rgb_video
+    from mimic.pose.files import save_poses
+    from mimic.pose.sequence import PoseSequence
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"reference": folder / f"{stem}-ref.png", "ref_pose": folder / f"{stem}-ref.npz", "video": folder / f"{stem}-dance.mp4",
+             "poses": folder / f"{stem}-dance.npz"}
+    write_png(paths["reference"], sample.reference)
+    save_poses(paths["ref_pose"], PoseSequence((sample.ref_pose,), (0.0,), sample.hw, float(sample.fps), 1, 1, str(paths["reference"].resolve())))
+    write_rgb_video(paths["video"], list(sample.frames), sample.fps)
+    times = tuple(i / sample.fps for i in range(len(sample.driving)))
+    save_poses(paths["poses"], PoseSequence(sample.driving, times, sample.hw, float(sample.fps), 1, 1, str(paths["video"].resolve())))
+    return paths
