@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mimic.engine",),
     ("mimic.runtime",),
     ("mimic.farm",),
+    ("mimic.comfyui",),  # the ComfyUI node pack, over the Python API
     ("mimic.benchmarks",),
     ("mimic.commands",),
     ("mimic.cli",),
