@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[dev,cpu,farm]"
+	$(PY) -m pip install -qq -e ".[dev,cpu,farm]"  # -qq: errors only (no setuptools notices about the editable install)
 	touch $(STAMP)
 
 venv: $(STAMP)

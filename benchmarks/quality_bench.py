@@ -168,6 +168,7 @@ class VariantResult:
     flicker: float = float("nan")
     error: str | None = None
     settings: dict = field(default_factory=dict)  # every setting the variant sets (GenerationConfig names)
+    unet_tflop_per_frame_576x1024: float | None = None  # the passes that ran, costed as the released model's 576x1024 frames
 
 
 class _Counter:
@@ -245,7 +246,7 @@ class _Renderer:
             self.echo(f"      loaded {v.backend} {v.precision} in {time.perf_counter() - t0:.1f} s")
         counter, sink = _Counter(), FrameCollector()
         t0 = time.perf_counter()
-        generate(self.loaded[key].components, in_memory_job(cfg), inputs=inputs, sink=sink, hooks=counter.hooks)
+        self.last_report = generate(self.loaded[key].components, in_memory_job(cfg), inputs=inputs, sink=sink, hooks=counter.hooks)
         return sink.frames().transpose(0, 2, 3, 1), time.perf_counter() - t0, counter.calls
 
     def close(self) -> None:
@@ -346,6 +347,9 @@ def run_quality(plan: QualityPlan, out_dir: Path, echo: Callable[[str], None] = 
                 seam=qm.seam_score(out, [b for b in qm.window_boundaries(windows) if b < frames]), flicker=qm.flicker_score(out),
                 settings=v.overrides(),
             )
+            job_report = getattr(renderer, "last_report", None)  # the run report's UNet work (stand-in renderers have none)
+            if job_report is not None:
+                r.unet_tflop_per_frame_576x1024 = job_report.unet_tflop_per_output_frame_576x1024
             if truth:
                 from mimic.toy.score import score_render
 
@@ -460,7 +464,7 @@ def markdown(report: dict) -> str:
     truth = any(r.psnr_truth is not None for r in rows)
     other = any(_other_settings(r) for r in rows)
     head = ["variant", "backend", "prec", "steps", "schedule", "overlap", "guidance"] + (["other settings"] if other else [])
-    head += ["seconds", "UNet calls", "PSNR to 25-step (dB)", "SSIM to 25-step"]
+    head += ["seconds", "UNet calls", "UNet TFLOP/frame at 576x1024", "PSNR to 25-step (dB)", "SSIM to 25-step"]
     if truth:
         head += ["PSNR to truth (dB)", "SSIM to truth", "silhouette IoU"]
     head += ["seam", "flicker"]
@@ -476,7 +480,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r.name} | {r.backend} | {r.precision} | " + " | ".join(["—"] * (len(head) - 3)) + " |")
             continue
         cells = [r.name, r.backend, r.precision, str(r.steps), r.schedule, str(r.overlap), r.guidance] + ([_other_settings(r) or "—"] if other else [])
-        cells += [f"{r.seconds:.2f}", str(r.unet_calls), _f(r.psnr_ref), _f(r.ssim_ref, 3)]
+        cells += [f"{r.seconds:.2f}", str(r.unet_calls), _f(r.unet_tflop_per_frame_576x1024, 1), _f(r.psnr_ref), _f(r.ssim_ref, 3)]
         if truth:
             cells += [_f(r.psnr_truth), _f(r.ssim_truth, 3), _f(r.iou_truth, 3)]
         cells += [_f(r.seam), _f(r.flicker)]

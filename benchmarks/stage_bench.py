@@ -578,6 +578,8 @@ class Bench:
                 peak_device_bytes=max(dev_peaks) if dev_peaks else None, memory=best.memory, flops=jf.total, stage_flops=jf.stages,
                 floor_s=floor, fraction_of_floor=(floor / seconds if floor and seconds > 0 else None), speedup_vs_reference=speedup,
                 max_abs_diff_vs_reference=diff, rounds=len(results), rounds_planned=p.e2e_repeats, interrupted=interrupted,
+                unet_tflop_per_output_frame=jf.unet_tflop_per_output_frame,  # the hardware-independent figure beside the seconds
+                unet_tflop_per_output_frame_576x1024=jf.unet_tflop_per_output_frame_576x1024,
             )
         )
 

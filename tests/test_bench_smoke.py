@@ -79,6 +79,8 @@ def test_bench_quick_e2e_and_report(tiny_cache, tmp_path):
     e2e = {r["backend"]: r for r in records if r["kind"] == "e2e"}
     assert set(e2e) == {"reference", "torch"}
     assert e2e["torch"]["speedup_vs_reference"] > 0 and e2e["torch"]["max_abs_diff_vs_reference"] <= 2
+    # the hardware-independent figure beside the seconds (5 frames in windows of 4 overlapping by 1, 1 step, CFG)
+    assert e2e["torch"]["unet_tflop_per_output_frame_576x1024"] > 0 and e2e["torch"]["unet_tflop_per_output_frame"] > 0
     stages = {(r["backend"], r["stage"]) for r in records if r["kind"] == "stage"}
     assert {("torch", s) for s in ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")} <= stages
     res = runner.invoke(app, ["bench", "report", str(out), "-o", str(tmp_path / "report")])

@@ -46,6 +46,9 @@ def test_quality_bench_small_keeps_what_it_measured_when_stopped_by_sigterm(tmp_
     # 7 driving frames + the reference slot: one 8-frame window
     assert (ref["unet_calls"], ays["unet_calls"], fast["unet_calls"]) == (25, 6, 6)
     assert (ays["schedule"], ays["steps"], fast["overlap"]) == ("ays", 6, 2)
+    # the UNet work per output frame, costed at 576x1024: steps x CFG pair x 8 window frames x 3.2000 TFLOP / 7 output frames
+    assert ref["unet_tflop_per_frame_576x1024"] == pytest.approx(25 * 2 * 8 * 3.2000354 / 7, rel=1e-5)
+    assert ays["unet_tflop_per_frame_576x1024"] == pytest.approx(6 * 2 * 8 * 3.2000354 / 7, rel=1e-5)
     for row in rows.values():
         assert row["error"] is None and row["seconds"] > 0
         for key in ("psnr_truth", "ssim_truth", "iou_truth", "flicker"):
