@@ -7,7 +7,9 @@ Arrays (no pickled objects; people of all frames concatenated, T = total people)
   float64 pixels — the OpenPose-134 layout of spec §4.4;
 * ``people_per_frame`` (N,) int64, ``person_detected`` (N,) bool, ``frame_times_s`` (N,) float64;
 * ``video_hw`` (2,) int64, ``fps``, ``sample_stride``, ``frame_stride``, ``source``,
-  ``detect_frames_per_s``.
+  ``detect_frames_per_s``;
+* optional ``extraction_warnings`` (N,) str: what the extraction warned about (e.g. the tiny preset's
+  random DWPose weights), so a job driven by the file later says it too.
 
 Writes are atomic (:func:`mimic.files.atomic_write_bytes`: temporary file in the same folder,
 fsync, rename). Anything that is not such a file loads as :class:`InputError`.
@@ -51,6 +53,8 @@ def save_poses(path: str | Path, poses: PoseSequence) -> Path:
         "sample_stride": np.array(poses.sample_stride), "frame_stride": np.array(poses.frame_stride),
         "source": np.array(poses.source), "detect_frames_per_s": np.array(float(poses.detect_frames_per_s)),
     }
+    if poses.extraction_warnings:  # optional: what the extraction warned about (random DWPose weights) travels with the poses
+        arrays["extraction_warnings"] = np.array(poses.extraction_warnings)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path = Path(path)
@@ -93,7 +97,16 @@ def load_poses(path: str | Path) -> PoseSequence:
                    for n, end, detected in zip(counts, ends, arrays["person_detected"]))
     return PoseSequence(frames, tuple(float(t) for t in arrays["frame_times_s"]), (height, width),
                         float(arrays["fps"]), int(arrays["sample_stride"]), int(arrays["frame_stride"]),
-                        str(arrays["source"]), float(arrays["detect_frames_per_s"]))
+                        str(arrays["source"]), float(arrays["detect_frames_per_s"]), _warnings(path, arrays.get("extraction_warnings")))
+
+
+def _warnings(path: Path, array: np.ndarray | None) -> tuple[str, ...]:
+    """The optional ``extraction_warnings`` field: strings, one per warning (absent in older files)."""
+    if array is None:
+        return ()
+    if array.dtype.kind != "U" or array.ndim != 1:
+        raise InputError(f"{path} is corrupt: field 'extraction_warnings' is {array.dtype} {array.shape}, expected U (N,)")
+    return tuple(str(w) for w in array)
 
 
 def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...]) -> np.ndarray:

@@ -162,6 +162,7 @@ def prepare_poses(raw: RawInputs, config: GenerationConfig, detector: Callable, 
         else:
             seq = raw.pose_file
             audio = pose_file_source(job.poses, seq)
+            warnings += [f"{Path(job.poses).name}: {w}" for w in seq.extraction_warnings]  # e.g. extracted with random DWPose weights
         if not seq.frames:
             raise InputError(f"no frames were sampled from {job.driving or job.poses}")
         audio_start, pose_fps = (float(seq.frame_times_s[0]) if seq.frame_times_s else 0.0), seq.pose_fps

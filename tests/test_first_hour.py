@@ -161,3 +161,34 @@ def test_a_reference_pose_file_is_moved_into_the_output_crop_and_replaces_dwpose
                             "give the reference's own pose file")
     else:
         raise AssertionError("a pose file of another size was accepted")
+
+
+def test_a_pose_file_made_with_random_dwpose_weights_says_so_when_it_drives_a_job(tmp_path):
+    """The extraction's warnings travel in the pose file (an optional field; older files load as before)
+    and come back in every job it drives."""
+    from mimic.model.config import GenerationConfig
+    from mimic.pose.files import load_poses, save_poses
+    from mimic.pose.sequence import PoseSequence
+    from mimic.runtime.demo_assets import synthetic_poses
+    from mimic.runtime.inputs import open_inputs, prepare_poses
+    from mimic.runtime.jobs import Job
+
+    warning = "the tiny preset's DWPose has random weights: poses are meaningless; use --weights or a pose file"
+    poses = tuple(synthetic_poses(3, (320, 192)))
+    save_poses(tmp_path / "random.npz", PoseSequence(poses, (0.0, 0.1, 0.2), (320, 192), 10.0, 1, 1, "", 0.0, (warning,)))
+    save_poses(tmp_path / "plain.npz", PoseSequence(poses, (0.0, 0.1, 0.2), (320, 192), 10.0, 1, 1))
+    assert load_poses(tmp_path / "random.npz").extraction_warnings == (warning,)
+    assert load_poses(tmp_path / "plain.npz").extraction_warnings == ()
+    ref, _ = make_inputs(tmp_path / "in", frames=2)
+    ref_pose = poses[0]
+    config = GenerationConfig(resolution=64, window=4, overlap=1)
+
+    class Detector:  # a real-looking reference detection: no random-weights warning of its own
+        weights_warning = None
+
+        def detect_image(self, image):
+            return ref_pose
+
+    job = Job(reference=ref, poses=tmp_path / "random.npz", out=tmp_path / "o.mp4")
+    inputs = prepare_poses(open_inputs(job, config), config, lambda: Detector())
+    assert inputs.warnings[0] == f"random.npz: {warning}" and inputs.output_fps == 10.0
