@@ -63,6 +63,7 @@ def test_an_interrupted_end_to_end_keeps_the_rounds_it_measured(ctx, tmp_path, m
 
     class Flops:
         total, stages, windows = 10**9, {}, 3
+        unet_tflop_per_output_frame, unet_tflop_per_output_frame_576x1024 = 0.01, 50.0
 
         def floor_seconds(self, rate):
             return 0.5
