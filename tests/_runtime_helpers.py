@@ -93,3 +93,23 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def run_settings(monkeypatch, *flags: str) -> dict:
+    """The generation settings ``mimic run ... FLAGS`` hands its command (typer parses the generated
+    options; nothing is loaded or rendered)."""
+    from typer.testing import CliRunner
+
+    from mimic import cli
+    from mimic.commands import run as run_module
+
+    seen: dict = {}
+
+    def fake_run_command(**kwargs):
+        seen.update(kwargs["overrides"])
+        return 0
+
+    monkeypatch.setattr(run_module, "run_command", fake_run_command)
+    result = CliRunner().invoke(cli.app, ["run", "--preset", "tiny", "--ref", "r.png", "--driving", "d.mp4", "--out", "o.mp4", *flags])
+    assert result.exit_code == 0, result.output
+    return seen

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from _runtime_helpers import make_inputs, one_torch_thread
+from _runtime_helpers import make_inputs, one_torch_thread, run_settings
 from mimic.errors import InputError
 from mimic.model.config import GenerationConfig, settings_from_mapping
 from mimic.model.scheduler import SchedulerConfig
@@ -107,21 +107,7 @@ def test_a_start_after_the_end_is_refused_in_one_line():
 def test_the_run_command_takes_them_as_flags(monkeypatch):
     """``--no-draw-hands`` and ``--pose-strength`` reach the command's settings (typer parses the
     generated options); nothing is rendered."""
-    from typer.testing import CliRunner
-
-    from mimic import cli
-    from mimic.commands import run as run_module
-
-    seen = {}
-
-    def fake_run_command(**kwargs):
-        seen.update(kwargs["overrides"])
-        return 0
-
-    monkeypatch.setattr(run_module, "run_command", fake_run_command)
-    result = CliRunner().invoke(cli.app, ["run", "--preset", "tiny", "--ref", "r.png", "--driving", "d.mp4", "--out", "o.mp4",
-                                          "--no-draw-hands", "--pose-strength", "0.7", "--pose-end-percent", "0.5"])
-    assert result.exit_code == 0, result.output
+    seen = run_settings(monkeypatch, "--no-draw-hands", "--pose-strength", "0.7", "--pose-end-percent", "0.5")
     assert seen == {"draw_hands": False, "pose_strength": 0.7, "pose_end_percent": 0.5}
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from _runtime_helpers import make_inputs, one_torch_thread
+from _runtime_helpers import make_inputs, one_torch_thread, run_settings
 from mimic.errors import InputError
 from mimic.model.config import GenerationConfig, settings_from_mapping
 from mimic.model.flops import frozen_config, unet_call_flops
@@ -261,21 +261,7 @@ def test_the_interval_is_a_setting_of_the_cli_and_of_jobs_files(monkeypatch):
     assert GenerationConfig().guidance_sigma_min is None and GenerationConfig().guidance_sigma_max is None  # released: every step
     assert GenerationConfig().with_overrides(**overrides).guidance_sigma_max == 5
 
-    from typer.testing import CliRunner
-
-    from mimic import cli
-    from mimic.commands import run as run_module
-
-    seen = {}
-
-    def fake_run_command(**kwargs):
-        seen.update(kwargs["overrides"])
-        return 0
-
-    monkeypatch.setattr(run_module, "run_command", fake_run_command)
-    result = CliRunner().invoke(cli.app, ["run", "--preset", "tiny", "--ref", "r.png", "--driving", "d.mp4", "--out", "o.mp4",
-                                          "--guidance-sigma-min", "0.28", "--guidance-sigma-max", "2.9"])
-    assert result.exit_code == 0, result.output
+    seen = run_settings(monkeypatch, "--guidance-sigma-min", "0.28", "--guidance-sigma-max", "2.9")
     assert seen == {"guidance_sigma_min": 0.28, "guidance_sigma_max": 2.9}
 
 
