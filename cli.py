@@ -18,7 +18,7 @@ import traceback
 import typer
 from typer._click.exceptions import ClickException, UsageError  # typer >= 0.26 vendors click here (no public alias)
 
-from mimic.commands import bench, demo, engines, export, farm, pose, run
+from mimic.commands import bench, demo, engines, export, farm, pose, quantize, run
 from mimic.commands.cli_help import MimicGroup
 from mimic.errors import ExitCode, Interrupted, MimicError
 from mimic.logs import end_progress_line, setup_cli_logging
@@ -46,7 +46,7 @@ def _root(
     """MimicMotion inference engine."""
 
 
-for _commands in (demo.app, run.app, pose.app, export.app, engines.app, bench.app, farm.app):
+for _commands in (demo.app, run.app, pose.app, export.app, quantize.app, engines.app, bench.app, farm.app):
     app.add_typer(_commands)
 
 

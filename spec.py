@@ -48,6 +48,7 @@ class ModelDims:
     pose_channels: int  # C0: UNet block_out_channels[0] (320)
     latent_channels: int = 4  # L
     clip_image_size: int = 224  # S
+    cache_channels: int = 0  # C1: UNet block_out_channels[1], the width of the deep feature cached at depth 1 (0: not known)
 
     @property
     def profile_set(self) -> str:
@@ -55,7 +56,7 @@ class ModelDims:
         return "real" if self.pose_channels >= 320 else "tiny"
 
     def symbols(self) -> dict[str, int]:
-        return {"D": self.embed_dim, "C0": self.pose_channels, "L": self.latent_channels, "S": self.clip_image_size}
+        return {"D": self.embed_dim, "C0": self.pose_channels, "L": self.latent_channels, "S": self.clip_image_size, "C1": self.cache_channels}
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,8 @@ class StageName:
     VAE_ENCODER = "vae_encoder"
     POSE_NET = "pose_net"
     UNET = "unet"
+    UNET_FEATURES = "unet_features"  # deep-feature caching: the full UNet that also outputs the feature to cache
+    UNET_SHALLOW = "unet_shallow"  # deep-feature caching: the UNet's outermost level around a cached feature
     VAE_DECODER = "vae_decoder"
     DWPOSE_DETECTOR = "dwpose_detector"
     DWPOSE_POSE = "dwpose_pose"
@@ -244,6 +247,8 @@ class TensorName:
     ENCODER_HIDDEN_STATES = "encoder_hidden_states"
     ADDED_TIME_IDS = "added_time_ids"
     NOISE_PRED = "noise_pred"
+    DEEP_FEATURES = "deep_features"
+    CACHE_DEPTH = "cache_depth"  # a feed of the torch backend only (a Python int, not a graph input): the depth of a cached step
     LATENTS = "latents"
     FRAMES = "frames"
     DET_INPUT = "images"
@@ -252,6 +257,11 @@ class TensorName:
     SIMCC_X = "simcc_x"
     SIMCC_Y = "simcc_y"
 
+
+# Deep-feature caching: the depth of the exported/engine graph pair (UNET_FEATURES, UNET_SHALLOW).
+# The torch backend runs any depth 1 .. levels - 1; the graphs fix one, the outermost level alone
+# (the feature entering the last up block, at the latent's full size: C1 channels).
+GRAPH_CACHE_DEPTH = 1
 
 # The released MimicMotion 1.1 window (upstream's misnamed ``num_frames``); 1.0 used 16.
 DEFAULT_WINDOW = 72
@@ -329,6 +339,34 @@ UNET = StageSpec(
     tol_fp16=Tolerance(4e-3, 3e-3),  # measured worst: abs 1.2e-3, rel 9.3e-4 (1.4e-3 / 1.0e-3 without the fp32 norms);
     # full-size config with random fan-in-scaled weights: abs 2.9e-3, rel 1.5e-3
 )
+_UNET_INPUTS = UNET.inputs
+_DEEP = TensorSpec(N.DEEP_FEATURES, ("B*F", "C1", "H/8", "W/8"))
+UNET_FEATURES = StageSpec(
+    name=StageName.UNET_FEATURES,
+    description="Deep-feature caching, full step: the UNet (same noise_pred as unet) plus the feature entering its last up block",
+    inputs=_UNET_INPUTS,
+    outputs=(*UNET.outputs, _DEEP),
+    profiles=UNET.profiles,
+    window_axis="F",
+    export_point=UNET.export_point,
+    validation_points=UNET.validation_points,
+    tol_fp32=UNET.tol_fp32,  # measured worst: abs 1.1e-6, rel 8.5e-7 (deep_features; noise_pred as unet's)
+    tol_fp16=UNET.tol_fp16,  # measured worst: abs 1.4e-3, rel 1.1e-3 (deep_features); noise_pred abs 1.2e-3, rel 9.4e-4;
+    # full-size config with diffusers' random init: deep_features abs 2.3e-3, rel 1.1e-3 (its abs error grows with its peak)
+)
+UNET_SHALLOW = StageSpec(
+    name=StageName.UNET_SHALLOW,
+    description="Deep-feature caching, cheap step: conv_in, the first down block, the last up block and the head around a cached feature",
+    inputs=(*_UNET_INPUTS, _DEEP),
+    outputs=UNET.outputs,
+    profiles=UNET.profiles,
+    window_axis="F",
+    export_point=UNET.export_point,
+    validation_points=UNET.validation_points,
+    tol_fp32=UNET.tol_fp32,  # measured worst: abs 7.2e-7, rel 5.9e-7
+    tol_fp16=UNET.tol_fp16,  # measured worst: abs 1.1e-3, rel 8.6e-4 (random deep_features, and the torch UNet's own features);
+    # full-size config with diffusers' random init: abs 1.2e-3, rel 1.1e-3
+)
 VAE_DECODER = StageSpec(
     name=StageName.VAE_DECODER,
     description="Temporal VAE decoder over N frames (latents already divided by the scaling factor)",
@@ -381,8 +419,11 @@ DWPOSE_POSE = StageSpec(
     onnx_file="dw-ll_ucoco_384.onnx",
 )
 
-# The five stages exported from PyTorch (order = pipeline order).
-STAGES: Mapping[str, StageSpec] = MappingProxyType({s.name: s for s in (IMAGE_ENCODER, VAE_ENCODER, POSE_NET, UNET, VAE_DECODER)})
+# The stages exported from PyTorch (order = pipeline order).
+STAGES: Mapping[str, StageSpec] = MappingProxyType(
+    {s.name: s for s in (IMAGE_ENCODER, VAE_ENCODER, POSE_NET, UNET, UNET_FEATURES, UNET_SHALLOW, VAE_DECODER)})
+# The stages a job with deep-feature caching needs besides the others (a job without runs none of them).
+CACHE_STAGES: tuple[str, ...] = (StageName.UNET_FEATURES, StageName.UNET_SHALLOW)
 DWPOSE_STAGES: Mapping[str, StageSpec] = MappingProxyType({s.name: s for s in (DWPOSE_DETECTOR, DWPOSE_POSE)})
 ALL_STAGES: Mapping[str, StageSpec] = MappingProxyType({**STAGES, **DWPOSE_STAGES})
 STAGE_NAMES: tuple[str, ...] = tuple(STAGES)

@@ -60,11 +60,13 @@ PACKAGES = ("torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "av", "d
 MODULES = ("mimic.spec", "mimic.fingerprint", "mimic.runtime.denoise", "mimic.runtime.parallel", "mimic.runtime.decode",
            "mimic.runtime.pipeline", "mimic.runtime.api", "mimic.runtime.backend_torch", "mimic.runtime.backend_ort",
            "mimic.runtime.backend_trt", "mimic.media.video_reader", "mimic.pose.detector", "mimic.model.loader",
-           "mimic.model.unet", "mimic.engine.runner", "mimic.engine.validate", "mimic.farm.farm", "mimic.benchmarks.flops")
-GPU_TEST_FILES = ("tests/test_gpu_parallel.py", "tests/test_gpu_path.py", "tests/test_engine_gpu.py")
+           "mimic.model.unet", "mimic.engine.runner", "mimic.engine.validate", "mimic.farm.farm", "mimic.benchmarks.flops",
+           "mimic.runtime.fp8")
+GPU_TEST_FILES = ("tests/test_gpu_parallel.py", "tests/test_gpu_path.py", "tests/test_engine_gpu.py", "tests/test_fp8.py")
 STREAM_TESTS = ("tests/test_gpu_streams.py", "tests/test_gpu_parallel.py::test_parallel_denoise_on_cuda_equals_one_worker")
 # attention at the real 72-frame 576x1024 shapes: (batch, heads, tokens, head dim)
 SDPA_SHAPES = {"spatial": (144, 5, 9216, 64), "temporal": (18432, 5, 72, 64), "vae": (8, 1, 9216, 512)}
+FP8_FRAMES = (16, 72)  # the fp8 step's UNet windows (fp16 and FP8 side by side in one process)
 
 
 class Skip(Exception):
@@ -93,9 +95,11 @@ def plan() -> list[Step]:
         Step("sdpa", "attention kernels at the 72-frame shapes: time, peak memory, kernel", 90, 20, run=step_sdpa),
         Step("unet16", "UNet CFG pair at 16 frames: TFLOP/s vs matmul rate, peak memory, first-call time", 120, 45,
              needs=("diffusers",), run=lambda r: step_unet(r, 16)),
-        Step("gpu_tests", "the GPU tests, one pytest per file", 240, 150, pytest_targets=GPU_TEST_FILES),
+        Step("gpu_tests", "the GPU tests, one pytest per file", 270, 175, pytest_targets=GPU_TEST_FILES),
         Step("unet72", "UNet CFG pair at 72 frames (the released window)", 120, 45, needs=("diffusers",),
              run=lambda r: step_unet(r, 72)),
+        Step("fp8", "UNet CFG pair at 16 and 72 frames, fp16 vs FP8 Linear layers (torch._scaled_mm; CC >= 8.9)", 120, 50,
+             needs=("diffusers",), run=step_fp8),
         Step("vae_decode", "temporal VAE decode chunk at 576x1024: time, memory, NaN", 90, 25, needs=("diffusers",),
              run=step_vae_decode),
         Step("determinism", "same UNet input in two processes: output hashes (autotuned and deterministic)", 120, 50,
@@ -484,6 +488,72 @@ def step_unet(r: Recorder, frames: int) -> None:
             r.put("attention_kernels", _err(err))
 
 
+def _weight_mb(model) -> float:
+    return round(sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) / 1e6, 1)
+
+
+def step_fp8(r: Recorder, frames: tuple[int, ...] = FP8_FRAMES) -> None:
+    """The UNet CFG pair (batch 2, 576x1024, random full-size weights) in fp16 and with its
+    transformer Linear layers in FP8 (``mimic.runtime.fp8``: the ``--precision fp8`` path), both
+    models in this process, warmed up, then timed alternately; per window: ms per call, the speed-up,
+    and how far the FP8 output is from the fp16 one. Last, at the first window, FP8 with calibrated
+    (static) activation scales: what the per-call scale reduction costs. Skipped (with the reason)
+    below compute capability 8.9."""
+    torch, dev = _cuda()
+    import copy
+
+    from mimic.runtime import fp8
+
+    why = fp8.fp8_support(dev)
+    if why is not None:
+        raise Skip(f"no FP8 here: {why}")
+    torch.backends.cudnn.benchmark = True
+    t0 = time.perf_counter()
+    fp16 = _real_unet(torch, dev)
+    model8 = copy.deepcopy(fp16)
+    conversion = fp8.convert_unet(model8)
+    r.put("build_seconds", round(time.perf_counter() - t0, 1))
+    r.put("conversion", conversion.to_dict())
+    r.put("weights_mb", {"fp16": _weight_mb(fp16), "fp8": _weight_mb(model8)})
+    r.put("kernel", "torch._scaled_mm, per-tensor scales, fast accumulation, fp16 out")
+    for n in frames:
+        r.put(f"frames{n}", _fp16_vs_fp8(torch, fp16, model8, n))
+    n = frames[0]
+    args, pose = _unet_feeds(torch, dev, n, HEIGHT, WIDTH)
+    fp8.calibrate(model8, lambda: model8(*args, pose_latents=pose))  # on the very input it is timed on: a best case
+    r.put(f"frames{n}_calibrated", _fp16_vs_fp8(torch, fp16, model8, n))
+
+
+def _fp16_vs_fp8(torch, fp16, model8, n: int) -> dict:
+    """One window: both models warmed up, then timed alternately (drifting clocks touch both alike)."""
+    args, pose = _unet_feeds(torch, fp16.device, n, HEIGHT, WIDTH)  # read now: a test shrinks them
+    out, row = {}, {"frames": n}
+    calls = {"fp16": lambda: out.__setitem__("fp16", fp16(*args, pose_latents=pose)),
+             "fp8": lambda: out.__setitem__("fp8", model8(*args, pose_latents=pose))}
+    torch.cuda.reset_peak_memory_stats()
+    with torch.inference_mode():
+        for name, call in calls.items():  # first calls: cuDNN autotuning, allocator growth
+            t0 = time.perf_counter()
+            call()
+            torch.cuda.synchronize()
+            row[f"first_call_seconds_{name}"] = round(time.perf_counter() - t0, 2)
+        best = {name: float("inf") for name in calls}
+        for _ in range(2):
+            for name, call in calls.items():
+                best[name] = min(best[name], _time_cuda(call, 2))
+    a, b = out.pop("fp16").float(), out.pop("fp8").float()
+    row.update({f"ms_{name}": round(1e3 * s, 1) for name, s in best.items()})
+    row["speedup"] = round(best["fp16"] / best["fp8"], 3)
+    row["max_abs_diff"] = round(float((a - b).abs().max()), 4)
+    row["max_abs_fp16"] = round(float(a.abs().max()), 4)
+    row["rel_diff"] = round(float((a - b).norm() / a.norm()), 5)
+    row["finite"] = {"fp16": bool(torch.isfinite(a).all()), "fp8": bool(torch.isfinite(b).all())}
+    row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)  # both models and one window's activations
+    del a, b
+    torch.cuda.empty_cache()
+    return row
+
+
 def _estimate(window: int):
     """The CUDA memory preflight's uncalibrated terms at 576x1024 for ``window`` frames (fp16)."""
     from mimic.benchmarks.flops import REAL_UNET_CONFIG, REAL_VAE_CONFIG
@@ -680,6 +750,15 @@ def markdown(records: list[dict], header: dict) -> str:
             f = r["figures"]
             lines.append(f"| {f['frames']} | {f['seconds']:.3f} | {f['tflop']:.0f} | {f['achieved_tflops']:.0f} | "
                          f"{100 * f['fraction_of_matmul']:.0f}% | {f['peak_memory_gb']:.1f} | {f.get('first_call_seconds', '?')} |")
+        lines.append("")
+    rows = [(k, v) for k, v in by.get("fp8", {}).get("figures", {}).items() if isinstance(v, dict) and "speedup" in v]
+    if rows:
+        lines += ["## UNet CFG pair at 1024x576, fp16 vs FP8 Linear layers (random full-size weights)", "",
+                  "| frames | fp16 ms per call | fp8 ms per call | speed-up | max abs diff (of max abs) | relative diff |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {f['frames']}{' (calibrated scales)' if k.endswith('_calibrated') else ''} | {f['ms_fp16']:.1f} | "
+                  f"{f['ms_fp8']:.1f} | {f['speedup']:.2f}x | {f['max_abs_diff']:.3g} ({f['max_abs_fp16']:.3g}) | {f['rel_diff']:.2%} |"
+                  for k, f in rows]
         lines.append("")
     for r in records:
         lines += [f"## {r['step']}: {r['status']}", ""]

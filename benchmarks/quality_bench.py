@@ -33,6 +33,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from mimic.benchmarks.speed_choice import markdown_lines as speed_lines
+from mimic.benchmarks.speed_choice import speed_choice
 from mimic.errors import InputError, Interrupted
 from mimic.media import quality as qm
 
@@ -48,6 +50,9 @@ PARTS: dict[str, dict] = {
     "torch": {"backend": "torch"},
     "onnxruntime": {"backend": "onnxruntime"},
     "tensorrt": {"backend": "tensorrt"},
+    # 8-bit UNets (ModelOpt fake quantization, torch): calibrated on another toy dance (quant_sensitivity)
+    "fp8": {"quant": "fp8"},
+    "int8": {"quant": "int8"},
 }
 # Parts with a number: ``karras-10`` -> {"schedule": "karras", "steps": 10}.
 NUMBERED: dict[str, Callable[[int], dict]] = {
@@ -85,12 +90,14 @@ class Variant:
     settings: Mapping[str, object] = field(default_factory=lambda: dict(REFERENCE_SETTINGS))
     backend: str = "torch"
     precision: str = "fp32"
+    quant: str | None = None  # "fp8" | "int8": the torch UNet fake-quantized (mimic.model.quantize)
 
     @classmethod
     def parse(cls, name: str) -> "Variant":
         from mimic.model.config import settings_from_mapping
 
-        settings, backend, precision = dict(REFERENCE_SETTINGS), "torch", "fp32"
+        settings, backend, precision, quant = dict(REFERENCE_SETTINGS), "torch", "fp32", None
+        given: dict = {}  # what the parts set (a --speed preset replaces the reference's steps and schedule, not these)
         for part in name.split("+"):
             key, _, num = part.partition("-")
             if part in PARTS:
@@ -108,8 +115,20 @@ class Variant:
                                  f"{', '.join(PARTS)} or SETTING=VALUE (a generation setting, e.g. pose_strength=0.5)")
             backend = more.pop("backend", backend)
             precision = more.pop("precision", precision)
+            quant = more.pop("quant", quant)
             settings.update(more)
-        return cls(name, settings, backend, precision)
+            given.update(more)
+        if given.get("speed") is not None:  # speed=fast: the preset's sampler, then the other parts
+            from mimic.model.config import SPEED_PRESETS
+
+            settings = {**REFERENCE_SETTINGS, **SPEED_PRESETS[given["speed"]], **given}
+        if quant is not None and (backend != "torch" or precision != "fp32"):
+            raise InputError(f"variant {name!r}: {quant} quantizes the torch fp32 UNet (fake quantization); drop the backend/precision part")
+        return cls(name, settings, backend, precision, quant)
+
+    @property
+    def shown_precision(self) -> str:
+        return self.quant or self.precision
 
     def overrides(self) -> dict:
         """The GenerationConfig overrides of this variant."""
@@ -169,6 +188,7 @@ class VariantResult:
     error: str | None = None
     settings: dict = field(default_factory=dict)  # every setting the variant sets (GenerationConfig names)
     unet_tflop_per_frame_576x1024: float | None = None  # the passes that ran, costed as the released model's 576x1024 frames
+    psnr_fp16: float | None = None  # 8-bit variants: PSNR to the same job rendered in fp16 (a non-8-bit fp16 variant of the run)
 
 
 class _Counter:
@@ -231,19 +251,26 @@ class _Renderer:
         self.loaded: dict = {}
 
     def needs_loading(self, v: Variant) -> bool:
-        return (v.backend, v.precision) not in self.loaded
+        return (v.backend, v.precision, v.quant) not in self.loaded
 
     def render(self, v: Variant, cfg, inputs):
         from mimic.runtime.api import MimicMotion, RuntimeOptions
         from mimic.runtime.pipeline import FrameCollector, generate, in_memory_job
 
-        key = (v.backend, v.precision)
+        key = (v.backend, v.precision, v.quant)
         if key not in self.loaded:
             t0 = time.perf_counter()
             options = RuntimeOptions(backend=v.backend, device=self.plan.device, precision=v.precision, engines=self.plan.engines,
                                      threads=self.plan.threads)
             self.loaded[key] = MimicMotion(self.layout, options, self.base)
-            self.echo(f"      loaded {v.backend} {v.precision} in {time.perf_counter() - t0:.1f} s")
+            if v.quant:  # calibrated on another toy dance (never the bench's), same settings and length
+                from mimic.benchmarks.quant_sensitivity import QUALITY_CALIBRATION_SEED, CalibrationSet, quantize_backend_unet
+                from mimic.model.quantize import default_recipe
+
+                calib = CalibrationSet(seeds=(QUALITY_CALIBRATION_SEED,), frames=inputs.num_output, steps=cfg.steps)
+                quantize_backend_unet(self.loaded[key], default_recipe(v.quant), calib, self.echo)
+            self.echo(f"      loaded {v.backend} {v.shown_precision} in {time.perf_counter() - t0:.1f} s")
+        self.loaded[key].check_backend(cfg)  # deep-feature caching: onnxruntime's cached-step graphs exported once, not timed
         counter, sink = _Counter(), FrameCollector()
         t0 = time.perf_counter()
         self.last_report = generate(self.loaded[key].components, in_memory_job(cfg), inputs=inputs, sink=sink, hooks=counter.hooks)
@@ -308,6 +335,7 @@ def run_quality(plan: QualityPlan, out_dir: Path, echo: Callable[[str], None] = 
             "truth_flicker": truth_flicker,
             "variants": [asdict(r) for r in results],
             "recommended": recommend(results),
+            "speed_presets": speed_choice(results, REFERENCE),  # the --speed rule (benchmarks/speed_choice.py)
         }
 
     def write(rep: dict) -> None:
@@ -333,7 +361,7 @@ def run_quality(plan: QualityPlan, out_dir: Path, echo: Callable[[str], None] = 
             except Exception as err:  # a backend that cannot run here: recorded, the bench goes on
                 if v.name == REFERENCE:
                     raise
-                results.append(VariantResult(v.name, v.backend, v.precision, cfg.steps, cfg.schedule, cfg.overlap, _guidance(cfg), math.nan, 0,
+                results.append(VariantResult(v.name, v.backend, v.shown_precision, cfg.steps, cfg.schedule, cfg.overlap, _guidance(cfg), math.nan, 0,
                                              math.nan, math.nan, error=str(err).splitlines()[0][:200], settings=v.overrides()))
                 write(report())
                 echo(f"[{i}/{n}] {v.name}: skipped: {results[-1].error}")
@@ -342,7 +370,7 @@ def run_quality(plan: QualityPlan, out_dir: Path, echo: Callable[[str], None] = 
             ref = renders[REFERENCE]
             windows = windows_of(cfg)
             r = VariantResult(
-                v.name, v.backend, v.precision, cfg.steps, cfg.schedule, cfg.overlap, _guidance(cfg), seconds, calls,
+                v.name, v.backend, v.shown_precision, cfg.steps, cfg.schedule, cfg.overlap, _guidance(cfg), seconds, calls,
                 float(np.median(qm.psnr(out, ref))), float(np.median(qm.ssim(out, ref))),
                 seam=qm.seam_score(out, [b for b in qm.window_boundaries(windows) if b < frames]), flicker=qm.flicker_score(out),
                 settings=v.overrides(),
@@ -356,6 +384,7 @@ def run_quality(plan: QualityPlan, out_dir: Path, echo: Callable[[str], None] = 
                 s = score_render(out, sample)
                 r.psnr_truth, r.ssim_truth, r.iou_truth = s.median_psnr, s.median_ssim, s.median_iou
             results.append(r)
+            _fp16_distances(results, variants, renders)
             write(report())
             measured.append((max(1, calls), time.perf_counter() - rendered))  # rendering + scoring, per UNet call
             left = variants[i:]
@@ -383,7 +412,21 @@ def run_quality(plan: QualityPlan, out_dir: Path, echo: Callable[[str], None] = 
 
 def _loading(renderer, variants: Sequence[Variant]) -> list[str]:
     """The backends (and precisions) these variants still have to load."""
-    return list(dict.fromkeys(f"{v.backend} {v.precision}" for v in variants if renderer.needs_loading(v)))
+    return list(dict.fromkeys(f"{v.backend} {v.shown_precision}" for v in variants if renderer.needs_loading(v)))
+
+
+def _fp16_distances(results: list[VariantResult], variants: Sequence[Variant], renders: Mapping[str, np.ndarray]) -> None:
+    """``psnr_fp16`` of each 8-bit variant: its PSNR to a rendered fp16 variant with the same settings
+    (the torch one first), once both are rendered."""
+    by_name = {v.name: v for v in variants}
+    fp16 = [v for v in sorted(variants, key=lambda v: v.backend != "torch") if v.precision == "fp16" and v.quant is None and v.name in renders]
+    for r in results:
+        v = by_name.get(r.name)
+        if v is None or v.quant is None or r.psnr_fp16 is not None or r.name not in renders:
+            continue
+        twin = next((f for f in fp16 if dict(f.settings) == dict(v.settings)), None)
+        if twin is not None:
+            r.psnr_fp16 = float(np.median(qm.psnr(renders[r.name], renders[twin.name])))
 
 
 def _guidance(cfg) -> str:
@@ -442,7 +485,7 @@ def recommend(results: list[VariantResult]) -> dict | None:
 
 def _other_settings(r: VariantResult) -> str:
     """The settings a variant sets beyond the table's own columns (``pose_strength=0.5``)."""
-    return ", ".join(f"{k}={_value(v)}" for k, v in (r.settings or {}).items() if k not in _SHOWN)
+    return ", ".join(f"{k}={_value(v)}" for k, v in (r.settings or {}).items() if k not in _SHOWN and v is not None)
 
 
 def _value(v) -> str:
@@ -463,8 +506,10 @@ def markdown(report: dict) -> str:
     rows = _rows(report)
     truth = any(r.psnr_truth is not None for r in rows)
     other = any(_other_settings(r) for r in rows)
+    fp16 = any(r.psnr_fp16 is not None for r in rows)
     head = ["variant", "backend", "prec", "steps", "schedule", "overlap", "guidance"] + (["other settings"] if other else [])
     head += ["seconds", "UNet calls", "UNet TFLOP/frame at 576x1024", "PSNR to 25-step (dB)", "SSIM to 25-step"]
+    head += ["PSNR to fp16 (dB)"] if fp16 else []
     if truth:
         head += ["PSNR to truth (dB)", "SSIM to truth", "silhouette IoU"]
     head += ["seam", "flicker"]
@@ -481,6 +526,7 @@ def markdown(report: dict) -> str:
             continue
         cells = [r.name, r.backend, r.precision, str(r.steps), r.schedule, str(r.overlap), r.guidance] + ([_other_settings(r) or "—"] if other else [])
         cells += [f"{r.seconds:.2f}", str(r.unet_calls), _f(r.unet_tflop_per_frame_576x1024, 1), _f(r.psnr_ref), _f(r.ssim_ref, 3)]
+        cells += [_f(r.psnr_fp16)] if fp16 else []
         if truth:
             cells += [_f(r.psnr_truth), _f(r.ssim_truth, 3), _f(r.iou_truth, 3)]
         cells += [_f(r.seam), _f(r.flicker)]
@@ -501,6 +547,7 @@ def markdown(report: dict) -> str:
         lines.append(text + ".")
     else:
         lines.append(f"No variant{among} needs at most ~half the reference's UNet calls without a measurable quality loss.")
+    lines += speed_lines(rows, REFERENCE, partial=report.get("complete") is False)
     return "\n".join(lines)
 
 
@@ -508,7 +555,8 @@ _NAN_FIELDS = ("seconds", "psnr_ref", "ssim_ref", "seam", "flicker")
 
 
 # ------------------------------------------------------------------------------------ the plot
-_COLOURS = {"torch fp32": "C0", "onnxruntime fp32": "C1", "onnxruntime fp16": "C2", "torch fp16": "C3", "tensorrt fp16": "C4"}
+_COLOURS = {"torch fp32": "C0", "onnxruntime fp32": "C1", "onnxruntime fp16": "C2", "torch fp16": "C3", "tensorrt fp16": "C4", "torch fp8": "C6",
+            "torch int8": "C7"}
 
 
 def plot_panels(results: list[VariantResult], truth: bool) -> list[dict]:

@@ -219,7 +219,7 @@ class MimicSampler:
             if len(frames) < 2:
                 raise InputError(f"pose_images needs the reference's pose and at least one driving pose, got {len(frames)} image(s)")
             drawn = _pose_array(frames, hw)
-            model.mm.check_memory(config)  # the memory preflight of `mimic run`, before any work
+            model.mm.check_settings(config)  # deep-feature caching the backend can run, the memory preflight: before any work
             poses, pad_warnings = pad_to_window(ArrayPoses(drawn), config.window, model.mm.options.pad_short)
             inputs = JobInputs(reference, poses, len(drawn) - 1, config.fps_for(None), warnings=[*warnings, *pad_warnings])
             sink, final = _ImageSink(inputs.num_output, hw), _FinalLatents()

@@ -58,11 +58,17 @@ def pose_fields() -> list[str]:
     return [f for f in _settings() if f == "resolution" or is_drawing(f)]
 
 
-def unset_sentinel(setting) -> float | int | None:
+UNSET_CHOICE = "none"  # a choice setting's "not set" entry (``speed``: the widgets' own sampler settings)
+
+
+def unset_sentinel(setting) -> float | int | str | None:
     """The widget value meaning "not set" for a setting whose default is None (``--fps``: the
-    motion's rate): 0, below its range. None for settings that are always set."""
+    motion's rate): 0, below its range; ``"none"`` for a choice (``--speed``). None for settings
+    that are always set."""
     if not getattr(setting, "unset", ""):
         return None
+    if setting.choices:
+        return UNSET_CHOICE
     if setting.kind not in (int, float) or setting.lo is None or setting.lo <= 0:
         raise ValueError(f"setting {setting.flag}: an unset value needs a numeric range above 0 for the widget's 0")
     return 0
@@ -75,9 +81,12 @@ def widget(field: str, default=None) -> tuple:
     tooltip = f"{s.help} ({f'{s.flag} of `mimic run`' if s.cli else f'`{s.key}` in a jobs file'})"
     if s.kind is bool:
         return ("BOOLEAN", {"default": bool(default), "tooltip": tooltip})
-    if s.choices:
-        return (list(s.choices), {"default": default, "tooltip": tooltip})
     sentinel = unset_sentinel(s)
+    if s.choices:
+        if sentinel is None:
+            return (list(s.choices), {"default": default, "tooltip": tooltip})
+        return ([sentinel, *s.choices], {"default": sentinel if default is None else default,
+                                         "tooltip": tooltip + f"; {sentinel}: not set ({s.unset}); a preset replaces the widgets it sets"})
     lo = s.lo if sentinel is None else sentinel
     if default is None:
         default = sentinel
@@ -108,6 +117,10 @@ def overrides(fields: list[str], values: Mapping[str, Any]) -> dict[str, Any]:
         if s.kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         out[field] = value
+    if out.get("speed") is not None:  # every widget is always sent: a chosen preset replaces the sampler widgets it sets
+        from mimic.model.config import SPEED_PRESETS
+
+        out = {k: v for k, v in out.items() if k not in SPEED_PRESETS[out["speed"]]}
     return out
 
 

@@ -16,7 +16,7 @@ from mimic.model.presets import PRESET_NAMES as PRESETS
 from mimic.runtime.backend_api import BACKENDS  # noqa: F401  (re-exported: the CLI lists backends from here)
 from mimic.spec import ALL_STAGES, STAGE_NAMES
 
-EXPORT_STAGES = STAGE_NAMES  # the five PyTorch stages
+EXPORT_STAGES = STAGE_NAMES  # the PyTorch stages (deep-feature caching's unet_features and unet_shallow included)
 ENGINE_STAGES = tuple(ALL_STAGES)  # plus the two DWPose models
 
 

@@ -16,8 +16,10 @@ BUILD_HELP = f"""Export FP16 ONNX and build one TensorRT engine per stage into O
 
 Stages: {', '.join(ENGINE_STAGES)}. Each engine is published as OUT/<stage>.plan +
 OUT/<stage>.manifest.json; a second run reuses engines whose cache key (ONNX bytes, build options,
-TensorRT version, GPU) is unchanged ("up to date"). --target tensorrt-rtx builds ahead of time
-without a GPU (consumer GPUs sm_80/86/89/120). Every option is checked before the export starts."""
+TensorRT version, GPU) is unchanged ("up to date"). unet_features and unet_shallow serve
+deep-feature caching (two more UNet builds; leave them out with --stage). --target tensorrt-rtx
+builds ahead of time without a GPU (consumer GPUs sm_80/86/89/120). Every option is checked before
+the export starts."""
 
 VALIDATE_HELP = """Run every engine in DIR against onnxruntime on the same ONNX (GPU needed).
 
@@ -49,11 +51,16 @@ def build_engines(
     workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb", hidden=True, help="Old name of --workspace-gib."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file (default: OUT/timing-cache/<trt>-<sm>.cache)."),
     no_timing_cache: bool = typer.Option(False, "--no-timing-cache", help="Build without a timing cache (deployment builds)."),
-    refittable: bool = typer.Option(False, "--refittable", help="Build the UNet refittable (swap checkpoints with `mimic refit-unet`)."),
+    refittable: bool = typer.Option(False, "--refittable", help="Build the engines with UNet weights (unet, unet_features, unet_shallow) "
+                                                                 "refittable (swap checkpoints with `mimic refit-unet`)."),
     compute_capability: Optional[list[str]] = typer.Option(None, "--compute-capability", metavar="X.Y",
                                                            help=f"TensorRT-RTX target SMs, e.g. 8.6 (repeatable; default: its portable set {', '.join(RTX_DEFAULT_SMS)})."),
     stage: Optional[list[str]] = typer.Option(None, "--stage", metavar="STAGE", help=f"Only these stages (repeatable; default: all): {', '.join(ENGINE_STAGES)}."),
     force: bool = typer.Option(False, "--force", help="Re-export and rebuild even when up to date."),
+    precision: str = typer.Option("fp16", "--precision", metavar="fp16|fp8|int8",
+                                  help="fp16 (every stage), or fp8/int8: the UNet from the Q/DQ graph of `mimic quantize` (--quantized), "
+                                       "strongly typed, optimization level 4; every other stage fp16. TensorRT-RTX FP8 needs compute capability >= 8.9."),
+    quantized: Optional[Path] = typer.Option(None, "--quantized", help="The `mimic quantize --out` folder (with --precision fp8 or int8)."),
 ) -> None:
     from mimic.engine.build import build_engine_set
 
@@ -61,7 +68,7 @@ def build_engines(
                           shapes=shapes, window=window, target=target, optimization_level=optimization_level,
                           workspace_gb=workspace_gb if workspace_gb is not None else workspace_gib, timing_cache=timing_cache,
                           use_timing_cache=not no_timing_cache, refittable=refittable, stages=stage or None, force=force,
-                          compute_capabilities=tuple(compute_capability or ()))
+                          compute_capabilities=tuple(compute_capability or ()), precision=precision, quantized=quantized)
 
 @app.command("validate", help=VALIDATE_HELP)
 def validate(
@@ -81,7 +88,8 @@ def validate(
     validate_engines(engines, stages=stage or None, points=[p.strip() for p in points.split(",") if p.strip()],
                      inputs_dir=inputs, seed=seed, tolerance_scale=tolerance_scale)
 
-@app.command("refit-unet", help="Swap the weights of a refittable UNet engine (e.g. MimicMotion 1.0 <-> 1.1) without a rebuild (GPU).")
+@app.command("refit-unet", help="Swap the weights of the refittable UNet engines (unet and, when built, unet_features and unet_shallow; "
+                                  "e.g. MimicMotion 1.0 <-> 1.1) without a rebuild (GPU).")
 def refit_unet(
     engines: Path = typer.Option(..., "--engines", help="Engine folder with a refittable unet (build-engines --refittable)."),
     weights: opt.Weights = None,

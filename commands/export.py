@@ -13,8 +13,10 @@ from mimic.commands.conventions import EXPORT_STAGES, in_range
 EXPORT_HELP = """Export the model stages to ONNX for TensorRT / onnxruntime.
 
 Writes OUT/<fp32|fp16>/<stage>.onnx and OUT/export_manifest.json. fp16 graphs are strongly typed
-(precision lives in the graph: fp16 weights and activations, normalisations in fp32). --validate
-compares every graph with PyTorch (onnxruntime, CPU) at two shapes per stage and prints a table."""
+(precision lives in the graph: fp16 weights and activations, normalisations in fp32). unet_features
+and unet_shallow are the UNet's deep-feature caching pair (the UNet is loaded once for its three
+graphs). --validate compares every graph with PyTorch (onnxruntime, CPU) at two shapes per stage and
+prints a table."""
 
 
 app = typer.Typer()

@@ -36,7 +36,10 @@ PoseModel = Annotated[Optional[Path], typer.Option("--pose-model", help=f"dw-ll_
 Engines = Annotated[Optional[Path], typer.Option("--engines", help="Engine folder from `mimic build-engines` (tensorrt).")]
 OnnxDir = Annotated[Optional[Path], typer.Option("--onnx", help="Exported ONNX folder (onnxruntime; default: exported into the cache).")]
 Backend = Annotated[str, typer.Option("--backend", metavar=choices(BACKENDS), help="Execution backend (tensorrt needs --engines).")]
-Precision = Annotated[Optional[str], typer.Option("--precision", metavar="fp16|fp32", help="Default: fp16 on CUDA, fp32 on the CPU.")]
+Precision = Annotated[Optional[str], typer.Option("--precision", metavar="fp16|fp32|fp8|int8", help=(
+    "Default: fp16 on CUDA, fp32 on the CPU (tensorrt: what its engines were built as). fp8: the UNet's transformer Linear "
+    "layers in FP8, the rest fp16 (--backend torch on a CUDA GPU with compute capability >= 8.9), or the 8-bit UNet engine "
+    "of `build-engines --precision fp8`; int8: that engine (--backend tensorrt)."))]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="Settings file (YAML/JSON mapping of settings; upstream's test.yaml too).")]
 NoPad = Annotated[bool, typer.Option("--no-pad", help="Fail instead of padding clips shorter than a window.")]
 Audio = Annotated[bool, typer.Option("--audio", help="Copy the driving video's audio (aligned to the sampled frames).")]

@@ -5,7 +5,7 @@
                         [--workspace-gib 8] [--timing-cache FILE] [--refittable] [--stage NAME ...]
 
 build-engines: (1) checks every option, the window against every stage's profile range and the
-TensorRT flavour before any work; (2) exports the five PyTorch stages to FP16 ONNX through the
+TensorRT flavour before any work; (2) exports the PyTorch stages to FP16 ONNX through the
 export layer into ``OUT/onnx`` (skipped when the export manifest's freshness record says the same
 weights and export code produced them, :func:`mimic.export.freshness.up_to_date`); the DWPose
 models are used as shipped (fp32 ONNX); (3) per stage: one optimization profile from
@@ -13,6 +13,11 @@ models are used as shipped (fp32 ONNX); (3) per stage: one optimization profile 
 cache key, a store lookup (``up to date`` -> nothing to do), else one build through
 ``engine/builder.py`` and an atomic publish into OUT as ``<stage>.plan`` + ``<stage>.manifest.json``.
 Progress goes to this module's logger.
+
+The default stage list is every stage, deep-feature caching's ``unet_features`` and
+``unet_shallow`` included: two more UNet builds (the first as long as ``unet``'s, the second much
+shorter) and two more plans; ``--stage`` leaves them out for a folder that serves no caching job.
+``--refittable`` makes every engine with UNet weights refittable (:mod:`mimic.engine.refit`).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ SHAPE_PRESETS: Mapping[str, tuple[int, int]] = {"portrait-576": (1024, 576), "la
 DEFAULT_SHAPES = ("portrait-576", "landscape-576")
 TINY_SHAPES = ("tiny",)
 EXPORT_PRECISION = "fp16"
+BUILD_PRECISIONS = ("fp16", "fp8", "int8")  # fp8/int8: the UNet from `mimic quantize`'s Q/DQ graph, the rest fp16
 ONNX_SUBDIR = "onnx"
 
 
@@ -180,14 +186,39 @@ def build_engine_set(
     checkpoint: str | Path | None = None,
     det_model: str | Path | None = None,
     pose_model: str | Path | None = None,
+    precision: str = EXPORT_PRECISION,
+    quantized: str | Path | None = None,
 ) -> BuildSummary:
-    """Export (FP16 ONNX) and build one engine per stage into ``out_dir``; reuse up-to-date ones."""
+    """Export (FP16 ONNX) and build one engine per stage into ``out_dir``; reuse up-to-date ones.
+
+    ``precision`` ``fp8``/``int8``: the UNet builds from the Q/DQ graph ``mimic quantize --out
+    QUANTIZED`` wrote (strongly typed: the 8-bit precision is the graph's Q/DQ nodes; optimisation
+    level 4 unless another is given; TensorRT-RTX targets compute capability 8.9 and 12.0 by default);
+    its cache key and manifest hold the precision and the calibration. Every other stage, the
+    cached-step pair included, stays FP16."""
     from mimic.engine.builder import BuildOptions, build_serialized_engine, check_compute_capabilities, load_trt
-    from mimic.engine.refit import REFIT_KNOWN_ISSUE
+    from mimic.engine.refit import REFIT_KNOWN_ISSUE, UNET_WEIGHT_STAGES
     from mimic.export.exporter import check_output_dir, resolve_layout
 
     # 1. Everything the user controls, before any work.
     check_target(target)
+    quant = None
+    if precision not in BUILD_PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(BUILD_PRECISIONS)}, got {precision!r}")
+    if precision != EXPORT_PRECISION:
+        from mimic.engine import quant_build as qb
+
+        if quantized is None:
+            raise InputError(f"--precision {precision} builds the UNet from `mimic quantize --precision {precision} --out DIR`: give --quantized DIR")
+        if target == "tensorrt-rtx" and not compute_capabilities:
+            compute_capabilities = qb.QUANT_SMS
+        qb.check_quant_targets(precision, target, tuple(compute_capabilities))
+        fields = qb.quant_manifest_fields(Path(quantized), precision)
+        quant = {"onnx": qb.qdq_onnx(Path(quantized), precision), "fields": fields, "key": qb.quant_build_spec_extra(fields)}
+        if optimization_level == 3:  # the default: NVIDIA's 8-bit UNets build at level 4
+            optimization_level = qb.QUANT_OPTIMIZATION_LEVEL
+    elif quantized is not None:
+        raise InputError("--quantized is for --precision fp8 or int8 (the UNet's Q/DQ graph)")
     wanted = build_stage_names(stages)
     shape_names = parse_shapes(shapes, preset)
     if window is not None and window < 2:
@@ -225,12 +256,12 @@ def build_engine_set(
     rebuild = rebuild_args(preset=preset, weights=weights, svd=svd, checkpoint=checkpoint, det_model=det_model, pose_model=pose_model,
                            shapes=shapes, window=window, target=target, optimization_level=optimization_level, workspace_gb=workspace_gb,
                            timing_cache=timing_cache, use_timing_cache=use_timing_cache, refittable=refittable,
-                           compute_capabilities=compute_capabilities)
+                           compute_capabilities=compute_capabilities, precision=precision, quantized=quantized)
     log.info(f"building {len(wanted)} engine(s) with {tinfo.describe()} into {out}")
     log.info(f"  target: {describe_gpu_target(gpu_key)}; shapes {', '.join(shape_names)}; window {window}; "
              f"optimization level {optimization_level}; workspace {'uncapped' if workspace_gb is None else f'{workspace_gb:g} GiB'}")
 
-    # 2. ONNX: the five PyTorch stages exported as FP16; DWPose as shipped.
+    # 2. ONNX: the PyTorch stages exported as FP16; DWPose as shipped.
     t0 = time.perf_counter()
     onnx_dir = out / ONNX_SUBDIR
     exportable = [s for s in wanted if s in STAGES]
@@ -251,11 +282,14 @@ def build_engine_set(
         spec = ALL_STAGES[stage]
         tag = f"[{i}/{len(wanted)}] {stage}"
         onnx_path = onnx_paths[stage]
+        eight_bit = quant is not None and stage == StageName.UNET
+        if eight_bit:
+            onnx_path = quant["onnx"]
         if not onnx_path.is_file():
             raise EngineError(f"{stage}: ONNX model {onnx_path} not found")
-        precision = EXPORT_PRECISION if stage in STAGES else "fp32"
+        graph_precision = precision if eight_bit else EXPORT_PRECISION if stage in STAGES else "fp32"
         profile = engine_profile(spec, dims, profile_set, window, sizes)  # None: a static graph (DWPose)
-        unet_refit = refittable and stage == StageName.UNET
+        unet_refit = refittable and stage in UNET_WEIGHT_STAGES
         options = BuildOptions(
             target=target,
             workspace_bytes=None if workspace_gb is None else int(workspace_gb * (1 << 30)),
@@ -265,13 +299,13 @@ def build_engine_set(
             compute_capabilities=tuple(compute_capabilities),
         )
         fingerprint = ck.onnx_fingerprint(onnx_path)
-        key, key_in = ck.cache_key(stage, fingerprint, ck.build_spec(profile, options), tinfo, gpu_key)
+        key, key_in = ck.cache_key(stage, fingerprint, ck.build_spec(profile, options, quant["key"] if eight_bit else None), tinfo, gpu_key)
         hit = None if force else store.lookup(stage, key)
         if hit is not None:
             log.info(f"{tag}: up to date ({hit['plan']['size'] / 1e6:.1f} MB, key {key[:12]})")
             summary.stages.append(StageBuild(stage, "up to date", 0.0, int(hit["plan"]["size"]), key))
             continue
-        log.info(f"{tag}: building from {onnx_path.name} ({precision}; {_fmt_profile(profile or static_profile(spec, dims))})")
+        log.info(f"{tag}: building from {onnx_path.name} ({graph_precision}; {_fmt_profile(profile or static_profile(spec, dims))})")
         if unet_refit:
             log.info(f"  refittable (BuilderFlag.REFIT): {REFIT_KNOWN_ISSUE}")
         with store.lock(stage):
@@ -285,12 +319,14 @@ def build_engine_set(
             seconds = time.perf_counter() - t
             onnx_info = {
                 "path": _relative(onnx_path, out),
-                "precision": precision,
+                "precision": graph_precision,
                 "sha256": fingerprint["sha256"],
                 "files": fingerprint["files"],
             }
             io = {"inputs": list(spec.input_names), "outputs": list(spec.output_names)}
             extra = {REBUILD_FIELD: rebuild}
+            if eight_bit:
+                extra["quantization"] = quant["fields"]
             if unet_refit:
                 extra["refit"] = {"mode": "swap", "note": REFIT_KNOWN_ISSUE}
             store.publish(stage, plan, key, key_in, onnx=onnx_info, build_seconds=seconds, io=io, extra=extra)
@@ -302,7 +338,7 @@ def build_engine_set(
 
 
 def rebuild_args(*, preset, weights, svd, checkpoint, det_model, pose_model, shapes, window, target, optimization_level, workspace_gb,
-                 timing_cache, use_timing_cache, refittable, compute_capabilities) -> list[str]:
+                 timing_cache, use_timing_cache, refittable, compute_capabilities, precision=EXPORT_PRECISION, quantized=None) -> list[str]:
     """The ``build-engines`` options (all but --out, --stage and --force) that made these engines,
     with absolute paths: recorded in every manifest for the store's rebuild hints."""
     def path(p) -> str:
@@ -331,6 +367,8 @@ def rebuild_args(*, preset, weights, svd, checkpoint, det_model, pose_model, sha
         args.append("--refittable")
     for cc in compute_capabilities:
         args += ["--compute-capability", cc]
+    if precision != EXPORT_PRECISION:
+        args += ["--precision", precision, "--quantized", path(quantized)]
     return args
 
 
@@ -345,15 +383,27 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def refit_unet_engine(engines: str | Path, *, preset: str | None = None, weights: str | Path | None = None,
-                       checkpoint: str | Path | None = None, svd: str | None = None, verify: bool = True) -> dict:
-    """Export the UNet of other weights (same architecture) and refit the published refittable UNet."""
+                       checkpoint: str | Path | None = None, svd: str | None = None, verify: bool = True) -> dict[str, dict]:
+    """Export the UNet graphs of other weights (same architecture) and refit every published engine
+    that carries UNet weights (``unet``, and ``unet_features`` / ``unet_shallow`` when present), so
+    the folder never mixes checkpoints. Returns ``{stage: new manifest}``."""
     from mimic.engine.gpu import require_gpu
-    from mimic.engine.refit import swap_weights
+    from mimic.engine.refit import UNET_WEIGHT_STAGES, swap_weights
     from mimic.export.exporter import export_weight_set
     from mimic.model.presets import layout_from_options
 
     require_gpu("mimic refit-unet")
+    store = EngineStore(engines)
+    present = [s for s in UNET_WEIGHT_STAGES if s in store.stages()]
+    if not present:
+        raise EngineError(f"no UNet engine in {store.root}; build one with `mimic build-engines --refittable --out {store.root}`")
+    fixed = [s for s in present if not store.read_manifest(s)["key_inputs"]["build"]["options"].get("refittable")]
+    if fixed:
+        mixed = "refitting only the others would mix checkpoints; " if len(fixed) < len(present) else ""
+        raise EngineError(f"UNet engine(s) {', '.join(fixed)} in {store.root} are not refittable (built without --refittable): {mixed}"
+                          "rebuild with `mimic build-engines --refittable` first")
     layout = layout_from_options(preset=preset, weights=Path(weights) if weights else None, svd=svd, checkpoint=Path(checkpoint) if checkpoint else None)
     onnx_dir = Path(engines) / "onnx-refit"
-    summary = export_weight_set(onnx_dir, layout=layout, precision=EXPORT_PRECISION, stages=[StageName.UNET])
-    return swap_weights(engines, summary.results[0].path, StageName.UNET, verify=verify)
+    summary = export_weight_set(onnx_dir, layout=layout, precision=EXPORT_PRECISION, stages=present)
+    graphs = {r.stage: r.path for r in summary.results}
+    return {s: swap_weights(engines, graphs[s], s, verify=verify) for s in present}

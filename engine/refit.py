@@ -20,6 +20,12 @@ Weights come either from the new checkpoint's exported ONNX (``OnnxParserRefitte
 and constant folding match the build) or from a state dict (``Refitter.set_named_weights``; names
 are the checkpoint's ``unet.`` keys, which the exporter keeps as ONNX initializer names).
 
+The UNet's weights live in three engines: ``unet`` and deep-feature caching's ``unet_features`` /
+``unet_shallow`` (:data:`UNET_WEIGHT_STAGES`; the shallow graph holds a subset of the same named
+weights). ``--refittable`` builds all three refittable and ``mimic refit-unet`` refits every one
+the folder has, each from its own graph exported from the new checkpoint, so a job never mixes
+checkpoints between its full and its cached steps.
+
 Everything that deserializes or refits needs a GPU: the functions probe first.
 """
 from __future__ import annotations
@@ -38,9 +44,11 @@ from mimic.engine.gpu import require_gpu
 from mimic.engine.runner import deserialize_engine, make_logger, open_engine
 from mimic.engine.store import EngineStore
 from mimic.errors import EngineError
-from mimic.spec import StageName
+from mimic.spec import CACHE_STAGES, StageName
 
 log = logging.getLogger(__name__)
+
+UNET_WEIGHT_STAGES = (StageName.UNET, *CACHE_STAGES)  # the engines that carry the UNet's weights
 
 REFIT_MODES = ("swap", "weightless")
 REFIT_KNOWN_ISSUE = (

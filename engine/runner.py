@@ -52,6 +52,7 @@ import torch
 
 from mimic.errors import EngineError
 from mimic.engine.store import build_hint
+from mimic.spec import TensorName
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,13 @@ def check_feeds(stage: str, infos: Iterable[TensorInfo], feeds: Mapping[str, tor
 
     Casting between float dtypes (or between integer dtypes) is allowed (the backend contract says a
     backend casts to what its graph needs); a float where the engine wants an integer (or the
-    reverse) is an error.
+    reverse) is an error. The torch backend's ``cache_depth`` feed (a Python int, no engine input:
+    the cached-step engines have their depth built in) is ignored.
     """
     inputs = [i for i in infos if i.is_input]
     want = {i.name for i in inputs}
     missing = sorted(want - set(feeds))
-    extra = sorted(set(feeds) - want)
+    extra = sorted(set(feeds) - want - {TensorName.CACHE_DEPTH})
     if missing or extra:
         parts = []
         if missing:

@@ -50,8 +50,10 @@ def dims_from_module(stage: str, module: torch.nn.Module) -> ModelDims:
             return default
         return cfg.get(key, default) if isinstance(cfg, Mapping) else getattr(cfg, key, default)
 
-    if stage == StageName.UNET:
-        return ModelDims(embed_dim=int(get("cross_attention_dim")), pose_channels=int(get("block_out_channels")[0]))
+    if stage in (StageName.UNET, StageName.UNET_FEATURES, StageName.UNET_SHALLOW):
+        widths = get("block_out_channels")
+        return ModelDims(embed_dim=int(get("cross_attention_dim")), pose_channels=int(widths[0]),
+                         cache_channels=int(widths[1]) if len(widths) > 1 else 0)
     if stage == StageName.POSE_NET:
         return ModelDims(embed_dim=1024, pose_channels=int(module.final_proj.out_channels))
     if stage in (StageName.VAE_ENCODER, StageName.VAE_DECODER):

@@ -10,6 +10,8 @@ Everything a user can get wrong (precision, stage names, opset, output folder, m
 checked before any model is loaded.
 
 Memory: one model group at a time (CLIP; VAE; UNet + PoseNet), loaded with the meta-device loader.
+The one loaded UNet serves its three graphs: ``unet`` and deep-feature caching's pair
+``unet_features`` / ``unet_shallow`` (:mod:`mimic.export.wrappers`).
 fp32 graphs are exported first, then the same modules are converted to fp16 *in place*; validation
 reference outputs are computed once from the fp32 modules, before the conversion.
 """
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 
 PRECISION_CHOICES = {"fp32": ("fp32",), "fp16": ("fp16",), "both": ("fp32", "fp16")}
 # Stages that share one loaded model, in load order.
-_GROUPS = ((StageName.IMAGE_ENCODER,), (StageName.VAE_ENCODER, StageName.VAE_DECODER), (StageName.POSE_NET, StageName.UNET))
+_UNET_GROUP = (StageName.POSE_NET, StageName.UNET, StageName.UNET_FEATURES, StageName.UNET_SHALLOW)
+_GROUPS = ((StageName.IMAGE_ENCODER,), (StageName.VAE_ENCODER, StageName.VAE_DECODER), _UNET_GROUP)
 
 
 @dataclass
@@ -146,7 +149,7 @@ def _load_group(group: tuple[str, ...], svd_dir: Path, layout: WeightsLayout) ->
         vae = loader.load_vae(svd_dir)
         return {StageName.VAE_ENCODER: vae, StageName.VAE_DECODER: vae}
     unet, pose_net = loader.load_unet_and_posenet(read_json(svd_dir / SvdFolder.UNET / "config.json"), layout.checkpoint)
-    return {StageName.POSE_NET: pose_net, StageName.UNET: unet}
+    return {StageName.POSE_NET: pose_net, **{s: unet for s in _UNET_GROUP[1:]}}  # one UNet, three graphs
 
 
 def _unique(modules: Iterable[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -290,4 +293,5 @@ def read_manifest(out_dir: Path) -> tuple[ModelDims, dict]:
 
 
 def _dims_dict(dims: ModelDims) -> dict:
-    return {"embed_dim": dims.embed_dim, "pose_channels": dims.pose_channels, "latent_channels": dims.latent_channels, "clip_image_size": dims.clip_image_size}
+    return {"embed_dim": dims.embed_dim, "pose_channels": dims.pose_channels, "latent_channels": dims.latent_channels,
+            "clip_image_size": dims.clip_image_size, "cache_channels": dims.cache_channels}

@@ -50,6 +50,8 @@ STAGE_SOURCES: Mapping[str, tuple[str, ...]] = {
     StageName.VAE_DECODER: (SvdFolder.VAE,),
     StageName.POSE_NET: (SvdFolder.UNET, CHECKPOINT),
     StageName.UNET: (SvdFolder.UNET, CHECKPOINT),
+    StageName.UNET_FEATURES: (SvdFolder.UNET, CHECKPOINT),  # deep-feature caching: the same UNet, two more graphs
+    StageName.UNET_SHALLOW: (SvdFolder.UNET, CHECKPOINT),
 }
 # Files of an SVD subfolder that shape a graph: its configs, and its weights except the UNet's
 # (the UNet's weights come from the MimicMotion checkpoint; only its config.json matters).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mimic.spec import StageName
+from mimic.spec import GRAPH_CACHE_DEPTH, StageName
 
 WRAPPED_PREFIX = "model."
 
@@ -57,6 +57,26 @@ class UNetWrapper(StageWrapper):
         return self.model(sample, timestep, encoder_hidden_states, added_time_ids, pose_latents=pose_latents)
 
 
+class UNetFeaturesWrapper(StageWrapper):
+    """Deep-feature caching, full step: PoseUNet -> (``noise_pred``, ``deep_features``) at the graphs'
+    fixed depth (``mimic.spec.GRAPH_CACHE_DEPTH``); ``noise_pred`` is the plain UNet's."""
+
+    stage = StageName.UNET_FEATURES
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, pose_latents) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.forward_with_features(sample, timestep, encoder_hidden_states, added_time_ids, pose_latents, GRAPH_CACHE_DEPTH)
+
+
+class UNetShallowWrapper(StageWrapper):
+    """Deep-feature caching, cheap step: the UNet's shallow part around ``deep_features`` (same depth)."""
+
+    stage = StageName.UNET_SHALLOW
+
+    def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, pose_latents, deep_features) -> torch.Tensor:
+        return self.model.forward_shallow(sample, timestep, encoder_hidden_states, added_time_ids, pose_latents, deep_features,
+                                          GRAPH_CACHE_DEPTH)
+
+
 class VaeDecoderWrapper(StageWrapper):
     """Temporal decode of all N input frames as one clip.
 
@@ -71,7 +91,8 @@ class VaeDecoderWrapper(StageWrapper):
 
 
 WRAPPERS: dict[str, type[StageWrapper]] = {
-    w.stage: w for w in (ImageEncoderWrapper, VaeEncoderWrapper, PoseNetWrapper, UNetWrapper, VaeDecoderWrapper)
+    w.stage: w
+    for w in (ImageEncoderWrapper, VaeEncoderWrapper, PoseNetWrapper, UNetWrapper, UNetFeaturesWrapper, UNetShallowWrapper, VaeDecoderWrapper)
 }
 
 

@@ -94,6 +94,22 @@ def setting(default, flag: str, kind: type, help: str, lo=None, hi=None, **more)
     return field(default=default, metadata={"setting": Setting(flag, kind, help, lo, hi, **more)})
 
 
+# Speed presets: each a named set of sampler settings (GenerationConfig field names), applied before
+# the settings given beside it. Chosen by ``mimic bench quality``'s rule (benchmarks/quality_bench.py
+# ``speed_choice``, like its ``recommend``): per tier, among the measured variants within the tier's
+# UNet FLOP cap (balanced 40 %, fast 20 % of the released sampler's) that lose nothing measurable
+# against the ground truth and add no seams, the one closest to the released sampler's output. On the
+# toy model (benchmarks/RESULTS.md section 5c): balanced = AYS-10 (40 %, 51.7 dB from the 25-step
+# output), fast = AYS-6 with deep-feature caching every other step (17 %, 41.6 dB).
+SPEEDS = ("exact", "balanced", "fast")
+_SAMPLER_DEFAULTS = {"cache_interval": 1, "cache_depth": 1, "guidance_sigma_min": None, "guidance_sigma_max": None}
+SPEED_PRESETS: dict[str, dict[str, Any]] = {
+    "exact": {**_SAMPLER_DEFAULTS, "steps": 25, "schedule": "karras"},
+    "balanced": {**_SAMPLER_DEFAULTS, "steps": 10, "schedule": "ays"},
+    "fast": {**_SAMPLER_DEFAULTS, "steps": 6, "schedule": "ays", "cache_interval": 2},
+}
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """Defaults are the released 1.1 settings (configs/test.yaml + inference.py's hard-coded values)."""
@@ -119,6 +135,20 @@ class GenerationConfig:
     guidance_sigma_max: float | None = setting(None, "--guidance-sigma-max", float, "Guidance interval: classifier-free guidance only "
                                                "at steps whose noise level sigma is at most this; the others run the conditional half "
                                                "alone, half the UNet work.", 0.001, 1000.0, unset="no upper bound: every step")
+    # Deep-feature caching (DeepCache, Ma et al., CVPR 2024): adjacent steps have nearly the same deep
+    # features, so between full UNet passes a window's steps run only the outer levels around the deep
+    # features its last full pass produced. Off by default (interval 1: every step a full pass, as released).
+    cache_interval: int = setting(1, "--cache-interval", int, "Deep-feature caching: a full UNet pass every N steps; the steps "
+                                  "between run only the UNet's outer level(s) around the deep features of the window's last full "
+                                  "pass. 1: off (every step in full, as released).", 1, 1000, unit="steps")
+    cache_depth: int = setting(1, "--cache-depth", int, "Deep-feature caching: UNet levels that run on a cached step (1: the "
+                               "outermost alone, the cheapest; up to levels - 1; the ONNX and TensorRT graphs are depth 1).", 1, 8)
+    # A named combination of the settings above (steps, schedule, caching, guidance interval), chosen
+    # from the quality bench (SPEED_PRESETS); settings given beside it win.
+    speed: str | None = setting(None, "--speed", str, "Speed preset: exact (the released sampler: 25 Karras steps, CFG at "
+                                "every step, no caching), balanced or fast (fewer UNet FLOPs per frame, each with its measured "
+                                "quality cost: README, Speed presets); settings given beside it win.", choices=SPEEDS,
+                                unset="the preset's own sampler settings")
     fps_cond: int = setting(7, "--fps-cond", int, "Conditioning fps (hard-coded 7 upstream; the added time id is fps_cond - 1).", 1, 255,
                             cli=False)
     motion_bucket_id: int = setting(127, "--motion-bucket-id", int, "SVD motion bucket id (127 upstream).", 0, 1023, cli=False)
@@ -165,7 +195,12 @@ class GenerationConfig:
         unknown = sorted(set(overrides) - set(SETTINGS))
         if unknown:
             raise InputError(f"unknown settings {unknown}; known: {sorted(SETTINGS)}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        speed = given.get("speed")
+        if speed is not None:  # the preset first (it may unset a bound), then what was given beside it
+            SETTINGS["speed"].check(speed)
+            given = {**SPEED_PRESETS[speed], **given}
+        return replace(self, **given)
 
     def to_dict(self) -> dict:
         return asdict(self)

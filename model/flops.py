@@ -97,8 +97,12 @@ REAL_UNET_KEY = frozen_config(REAL_UNET_CONFIG)
 # Meta-device counts pinned so that a run does not pay for them (``unet_flops`` returns them without
 # counting): (UNet config key, frames, height, width, batch) -> FLOPs. Each is checked against a
 # fresh count in tests/test_bench_flops.py (a change of torch's counter or of the UNet code shows there).
-PINNED_UNET_FLOPS: Mapping[tuple[str, int, int, int, int], int] = MappingProxyType({
+# A fifth key item > 0 is a cached step's shallow pass at that depth (deep-feature caching).
+PINNED_UNET_FLOPS: Mapping[tuple, int] = MappingProxyType({
     (REAL_UNET_KEY, REFERENCE_WINDOW, REFERENCE_HEIGHT, REFERENCE_WIDTH, 1): 230_402_545_582_080,
+    (REAL_UNET_KEY, REFERENCE_WINDOW, REFERENCE_HEIGHT, REFERENCE_WIDTH, 1, 1): 95_684_891_934_720,
+    (REAL_UNET_KEY, REFERENCE_WINDOW, REFERENCE_HEIGHT, REFERENCE_WIDTH, 1, 2): 160_868_701_470_720,
+    (REAL_UNET_KEY, REFERENCE_WINDOW, REFERENCE_HEIGHT, REFERENCE_WIDTH, 1, 3): 220_328_387_051_520,
 })
 
 
@@ -207,10 +211,40 @@ def count_unet_flops(config_json: str, frames: int, height: int, width: int, bat
     return _count(run)
 
 
+def count_unet_shallow_flops(config_json: str, frames: int, height: int, width: int, batch: int, depth: int) -> int:
+    """One fresh meta-device count of a cached step's shallow UNet pass at ``depth`` (deep-feature
+    caching: only the blocks that run around the cached feature)."""
+    from mimic.model.unet import feature_channels, feature_scale
+
+    cfg = json.loads(config_json)
+    model = _meta_model(S.UNET, config_json)
+    h, w = _latent(height, width)
+    c0, d = int(cfg["block_out_channels"][0]), int(cfg["cross_attention_dim"])
+    c, scale = feature_channels(cfg["block_out_channels"], depth), feature_scale(depth)
+
+    def run():
+        model.forward_shallow(
+            torch.empty(batch, frames, int(cfg.get("in_channels", 8)), h, w),
+            torch.zeros(batch),
+            torch.empty(batch, 1, d),
+            torch.zeros(batch, 3),
+            torch.empty(batch * frames, c0, h, w),
+            torch.empty(batch * frames, c, h // scale, w // scale),
+            depth,
+        )
+
+    return _count(run)
+
+
 @functools.lru_cache(maxsize=256)
-def _unet(config_json: str, frames: int, height: int, width: int, batch: int) -> int:
-    pinned = PINNED_UNET_FLOPS.get((config_json, frames, height, width, batch))
-    return pinned if pinned is not None else count_unet_flops(config_json, frames, height, width, batch)
+def _unet(config_json: str, frames: int, height: int, width: int, batch: int, depth: int = 0) -> int:
+    """A full pass (``depth`` 0) or a cached step's shallow pass at ``depth``."""
+    pinned = PINNED_UNET_FLOPS.get((config_json, frames, height, width, batch) + ((depth,) if depth else ()))
+    if pinned is not None:
+        return pinned
+    if depth:
+        return count_unet_shallow_flops(config_json, frames, height, width, batch, depth)
+    return count_unet_flops(config_json, frames, height, width, batch)
 
 
 @functools.lru_cache(maxsize=256)
@@ -286,28 +320,42 @@ def stage_flops(stage: str, point: Mapping[str, int], configs: ModelConfigs) -> 
 
 
 # ------------------------------------------------------------------ the UNet work of a run (reports)
-def unet_call_flops(unet_config: str | Mapping, frames: int, height: int, width: int, batch: int = 1) -> int:
+def unet_call_flops(unet_config: str | Mapping, frames: int, height: int, width: int, batch: int = 1, depth: int = 0) -> int:
     """One UNet call of ``batch`` x ``frames`` frames at ``height`` x ``width`` px for a UNet config
     (a dict or its ``frozen_config`` key): the batch-1 count (cached) times ``batch``. Exact: the
     UNet's FLOPs are linear in the batch (a batch-2 CFG pair counts exactly twice a batch-1 pass;
-    tests/test_bench_flops.py), so one count per (config, frames, height, width) serves both."""
+    tests/test_bench_flops.py), so one count per (config, frames, height, width) serves both.
+    ``depth`` > 0: a cached step's shallow pass at that depth (only the blocks it runs)."""
     key = unet_config if isinstance(unet_config, str) else frozen_config(unet_config)
-    return int(batch) * _unet(key, int(frames), int(height), int(width), 1)
+    return int(batch) * _unet(key, int(frames), int(height), int(width), 1, int(depth))
 
 
-def reference_frame_pass_flops() -> float:
+def _call(key: tuple[int, ...]) -> tuple[int, int, int]:
+    """A ``calls`` key, (frames, batch) for a full pass or (frames, batch, depth) for a shallow
+    pass -> (frames, batch, depth) with depth 0 for a full pass."""
+    frames, batch, *rest = key
+    return int(frames), int(batch), int(rest[0]) if rest else 0
+
+
+def reference_frame_pass_flops(depth: int = 0) -> float:
     """The real SVD-XT 1.1 UNet's FLOPs for one frame of one pass at 576x1024, counted on a 72-frame
-    batch-1 window and divided by 72 (3.20 TFLOP)."""
-    return _unet(REAL_UNET_KEY, REFERENCE_WINDOW, REFERENCE_HEIGHT, REFERENCE_WIDTH, 1) / REFERENCE_WINDOW
+    batch-1 window and divided by 72 (3.20 TFLOP; ``depth`` > 0: a cached step's shallow pass at that
+    depth, 1.33 TFLOP at depth 1, 41.5 % of a full pass: the outermost level holds the attention over
+    the most tokens)."""
+    return _unet(REAL_UNET_KEY, REFERENCE_WINDOW, REFERENCE_HEIGHT, REFERENCE_WIDTH, 1, depth) / REFERENCE_WINDOW
 
 
-def unet_work_flops(unet_config: str | Mapping, calls: Mapping[tuple[int, int], int], height: int, width: int) -> int:
-    """The UNet FLOPs of a sequence of calls: ``calls`` maps (frames, batch) -> number of calls, all at
-    ``height`` x ``width`` px."""
-    return sum(n * unet_call_flops(unet_config, frames, height, width, batch) for (frames, batch), n in calls.items() if n)
+def unet_work_flops(unet_config: str | Mapping, calls: Mapping[tuple[int, ...], int], height: int, width: int) -> int:
+    """The UNet FLOPs of a sequence of calls: ``calls`` maps (frames, batch) -> number of full passes
+    and (frames, batch, depth) -> number of cached steps' shallow passes, all at ``height`` x ``width`` px."""
+    total = 0
+    for key, n in calls.items():
+        frames, batch, depth = _call(key)
+        total += n * unet_call_flops(unet_config, frames, height, width, batch, depth) if n else 0
+    return total
 
 
-def unet_work_flops_576x1024(calls: Mapping[tuple[int, int], int]) -> float:
+def unet_work_flops_576x1024(calls: Mapping[tuple[int, ...], int]) -> float:
     """The same sequence of calls with every frame costed as a frame of the released model at the
     released size: the hardware- and model-independent part of a job's speed.
 
@@ -320,8 +368,11 @@ def unet_work_flops_576x1024(calls: Mapping[tuple[int, int], int]) -> float:
     per step, windows and their overlap, the reference slot every window carries, a short clip's
     padding) and answers "what would these passes cost the released model at 576x1024". For a job
     of the real model at 576x1024 with 72-frame windows it equals the job's own figure."""
-    frame_passes = sum(n * frames * batch for (frames, batch), n in calls.items())
-    return frame_passes * reference_frame_pass_flops()
+    total = 0.0
+    for key, n in calls.items():
+        frames, batch, depth = _call(key)
+        total += n * frames * batch * reference_frame_pass_flops(depth)
+    return total
 
 
 # A run knows its SVD folder's UNet config when it is given one (``Components.unet_config``); else

@@ -27,12 +27,13 @@ class ModelInfo:
     sigma_min: float
     sigma_max: float
     clip_image_size: int = 224
+    cache_channels: int = 0  # UNet block_out_channels[1]: the deep feature cached at depth 1 (0: an older model_info.json)
 
     @property
     def dims(self) -> ModelDims:
-        """The sizes the stage shapes need (mimic.spec symbols D, C0, L, S)."""
+        """The sizes the stage shapes need (mimic.spec symbols D, C0, L, S, C1)."""
         return ModelDims(embed_dim=self.embed_dim, pose_channels=self.pose_channels, latent_channels=self.latent_channels,
-                         clip_image_size=self.clip_image_size)
+                         clip_image_size=self.clip_image_size, cache_channels=self.cache_channels)
 
     @property
     def scheduler(self) -> SchedulerConfig:
@@ -57,6 +58,7 @@ class ModelInfo:
                 sigma_min=sched.sigma_min,
                 sigma_max=sched.sigma_max,
                 clip_image_size=int(clip.get("image_size", 224)),  # transformers' CLIPVisionConfig default
+                cache_channels=int(unet["block_out_channels"][1]),
             )
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise WeightsError(f"incomplete config in {svd_dir}: {err}") from None
@@ -73,6 +75,7 @@ class ModelInfo:
             sigma_min=models.scheduler.sigma_min,
             sigma_max=models.scheduler.sigma_max,
             clip_image_size=int(models.image_encoder.config.image_size),
+            cache_channels=int(models.unet.config.block_out_channels[1]),
         )
 
     def save(self, folder: Path) -> Path:

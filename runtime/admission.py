@@ -48,7 +48,8 @@ def admit(job: Job | AdmittedJob, base_config: GenerationConfig, *, audio: bool 
     ``base_config``: the run's settings (the job's overrides go on top). ``audio``: the driving
     video's audio is to be copied (the output must be a video). ``others``: the rest of its batch
     (no two jobs write one output; no output replaces another job's input). ``memory_check(config)``:
-    raises when the job cannot fit (``memory.preflight``). An ``AdmittedJob`` is returned as it is."""
+    the loaded engine's check of the settings: raises when the job cannot fit (``memory.preflight``)
+    or its backend cannot run them (``MimicMotion.check_backend``). An ``AdmittedJob`` is returned as it is."""
     if isinstance(job, AdmittedJob):
         return job
     others = [o.job if isinstance(o, AdmittedJob) else o for o in others]

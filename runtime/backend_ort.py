@@ -17,6 +17,20 @@ On CUDA:
 * onnxruntime enqueues on its own CUDA stream and synchronises it before ``run`` returns, so the
   caller's stream is synchronised once before the run (the feeds must be complete) and the outputs
   are ready on return.
+
+Deep-feature caching: the graphs ``unet_features`` (a full step that also returns the feature to
+keep) and ``unet_shallow`` (a cheap step around it) come in a pair at one depth,
+``mimic.spec.GRAPH_CACHE_DEPTH``; :meth:`OnnxRuntimeBackend.cache_depths` is ``(1,)`` when both
+were given and ``()`` otherwise (an older export folder still serves every job that does not
+cache). Their sessions are never preloaded: each is created on its stage's first run. Weight memory
+of a caching job: each session holds its own copy of the weights it reads, so next to the plain
+``unet`` session (preloaded for every job) ``unet_features`` adds a second full copy of the UNet
+weights (1.52 B parameters: ~3.05 GB fp16, 6.1 GB fp32, for the released MimicMotion UNet) and
+``unet_shallow`` a small one (conv_in, the first down block's layers, the last up block, the
+embeddings and the head: 62 M parameters, 4%, ~0.12 GB fp16). :meth:`OnnxRuntimeBackend.release`
+drops a session (e.g. the plain ``unet`` while only caching jobs run) to give its memory back.
+Graph backends run only that depth: the torch backend's ``cache_depth`` feed is accepted when it
+names it and refused otherwise (:func:`check_cache_depth`).
 """
 from __future__ import annotations
 
@@ -28,6 +42,8 @@ import torch
 
 from mimic.errors import EngineError, InputError
 from mimic.ort_session import create_session, import_onnxruntime, providers_for
+from mimic.spec import CACHE_STAGES, GRAPH_CACHE_DEPTH
+from mimic.spec import TensorName as N
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +88,15 @@ def dlpack_outputs(ort) -> bool:
     return False
 
 
+def check_cache_depth(stage: str, feeds) -> None:
+    """The graph backends run deep-feature caching at the exported depth only: a ``cache_depth`` feed
+    (the torch backend's) naming another one is an InputError, never a silently different result."""
+    depth = feeds.get(N.CACHE_DEPTH)
+    if depth is not None and int(depth) != GRAPH_CACHE_DEPTH:
+        raise InputError(f"stage {stage}: cache depth {int(depth)} is not available here; the exported graphs and engines cache at depth "
+                         f"{GRAPH_CACHE_DEPTH} only (the torch backend runs any)")
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -91,7 +116,26 @@ class OnnxRuntimeBackend:
         self.paths: dict[str, Path] = {}  # the graph each stage's session runs (fused or not)
         if preload:  # every session now, while loading: the first job's phase timings then hold no session creation
             for stage in self._graphs:
-                self.session(stage)
+                if stage not in CACHE_STAGES:  # another copy of the UNet weights each: only a caching job loads them
+                    self.session(stage)
+
+    def cache_depths(self) -> tuple[int, ...]:
+        """The deep-feature cache depths this backend runs: the graphs' one depth when it has both
+        cached-step graphs, else none."""
+        return (GRAPH_CACHE_DEPTH,) if all(s in self._graphs for s in CACHE_STAGES) else ()
+
+    def add_graphs(self, graphs: dict[str, Path]) -> None:
+        """More stages' graphs (deep-feature caching's pair, exported when a job first asks for it);
+        their sessions load on first use."""
+        missing = [f"{k} ({p})" for k, p in graphs.items() if not Path(p).is_file()]
+        if missing:
+            raise EngineError(f"missing ONNX graphs: {', '.join(missing)}")
+        self._graphs.update({k: Path(v) for k, v in graphs.items()})
+
+    def release(self, stage: str) -> None:
+        """Drop ``stage``'s session (its weights' memory); the stage's next run creates it again."""
+        self._sessions.pop(stage, None)
+        self.paths.pop(stage, None)
 
     def graph_path(self, stage: str) -> Path:
         if stage not in self._graphs:
@@ -113,6 +157,7 @@ class OnnxRuntimeBackend:
         return sess
 
     def run(self, stage: str, feeds: dict[str, torch.Tensor], stream=None) -> dict[str, torch.Tensor]:
+        check_cache_depth(stage, feeds)  # then ignored, like any feed the graph has no input for
         sess = self.session(stage)
         if self.device.type == "cuda":
             return self._run_bound(sess, stage, feeds, stream)

@@ -7,6 +7,7 @@ import torch
 from mimic.errors import InputError
 from mimic.model.models import RefModels
 from mimic.runtime.determinism import set_cuda_numerics
+from mimic.spec import GRAPH_CACHE_DEPTH
 from mimic.spec import StageName as S
 from mimic.spec import TensorName as N
 
@@ -41,18 +42,33 @@ class TorchBackend:
             if stage == S.POSE_NET:
                 return {N.POSE_LATENTS: m.pose_net(feeds[N.POSE_IMAGES].to(self.device, dt))}
             if stage == S.UNET:
-                out = m.unet(
-                    feeds["sample"].to(self.device, dt),
-                    feeds["timestep"].to(self.device, torch.float32),
-                    feeds[N.ENCODER_HIDDEN_STATES].to(self.device, dt),
-                    feeds[N.ADDED_TIME_IDS].to(self.device, dt),
-                    pose_latents=feeds[N.POSE_LATENTS].to(self.device, dt),
-                )
+                return {N.NOISE_PRED: m.unet(*self._unet_args(feeds))}
+            if stage == S.UNET_FEATURES:  # deep-feature caching: a full step that keeps its deep feature
+                out, features = m.unet.forward_with_features(*self._unet_args(feeds), self._depth(feeds))
+                return {N.NOISE_PRED: out, N.DEEP_FEATURES: features}
+            if stage == S.UNET_SHALLOW:  # deep-feature caching: a cheap step around the kept feature
+                out = m.unet.forward_shallow(*self._unet_args(feeds), feeds[N.DEEP_FEATURES].to(self.device, dt), self._depth(feeds))
                 return {N.NOISE_PRED: out}
             if stage == S.VAE_DECODER:
                 z = feeds["latents"].to(self.device, dt)
                 return {"frames": m.vae.decode(z, num_frames=z.shape[0]).sample}
         raise InputError(f"unknown stage {stage!r}")
+
+    def _unet_args(self, feeds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        dt = self.dtype
+        return (feeds[N.SAMPLE].to(self.device, dt), feeds[N.TIMESTEP].to(self.device, torch.float32),
+                feeds[N.ENCODER_HIDDEN_STATES].to(self.device, dt), feeds[N.ADDED_TIME_IDS].to(self.device, dt),
+                feeds[N.POSE_LATENTS].to(self.device, dt))
+
+    @staticmethod
+    def _depth(feeds) -> int:
+        return int(feeds.get(N.CACHE_DEPTH, GRAPH_CACHE_DEPTH))
+
+    def cache_depths(self) -> range:
+        """The deep-feature cache depths this backend runs: any the UNet has (the graph backends: one)."""
+        from mimic.model.unet import cache_depths
+
+        return cache_depths(self.models.unet.config.block_out_channels)
 
     def close(self) -> None:
         self.models = None  # type: ignore[assignment]

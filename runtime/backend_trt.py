@@ -3,6 +3,19 @@
 Every engine is loaded through the store's checks (manifest vs this machine's TensorRT and GPU,
 plan size and sha256) *before* deserialization, and all runners share one user-managed
 device-memory block (the pipeline runs its stages one after another).
+
+Deep-feature caching: the engines ``unet_features`` and ``unet_shallow`` (built by ``mimic
+build-engines`` from the graphs at ``mimic.spec.GRAPH_CACHE_DEPTH``) are never preloaded: each is
+deserialized on its stage's first run. :meth:`TensorRTBackend.cache_depths` is ``(1,)`` when the
+folder has both and ``()`` otherwise (an older engine folder serves every job that does not cache).
+Weight memory of a caching job: an engine holds the weights it was built with, so next to the
+preloaded ``unet`` engine ``unet_features`` adds a second full copy of the UNet weights (~3 GB fp16
+for the released MimicMotion UNet) and ``unet_shallow`` a small one (~0.12 GB fp16: conv_in, the
+first down block's layers, the last up block, the embeddings and the head, 4% of the parameters);
+their activations share the one block. :meth:`TensorRTBackend.release` unloads an engine (e.g. the
+plain ``unet`` while only caching jobs run). The torch backend's ``cache_depth`` feed is dropped
+before an engine sees it (an engine checks its feeds strictly), after
+:func:`mimic.runtime.backend_ort.check_cache_depth`.
 """
 from __future__ import annotations
 
@@ -15,14 +28,17 @@ from mimic.engine.gpu import require_gpu
 from mimic.engine.runner import SharedDeviceMemory, TrtRunner, open_engine
 from mimic.engine.store import EngineStore, build_hint
 from mimic.errors import EngineError
-from mimic.spec import STAGE_NAMES
+from mimic.runtime.backend_ort import check_cache_depth
+from mimic.spec import CACHE_STAGES, GRAPH_CACHE_DEPTH, STAGE_NAMES
+from mimic.spec import TensorName as N
 
 
 class TensorRTBackend:
     """``run(stage, feeds)`` on TensorRT engines from an :class:`EngineStore` folder.
 
-    ``preload`` loads ``stages`` (default: the five pipeline stages found in the store) at start, so
-    the shared device-memory block is sized once; other stages load on first use.
+    ``preload`` loads ``stages`` (default: the pipeline stages found in the store, without the
+    deep-feature caching pair) at start, so the shared device-memory block is sized once; other
+    stages load on first use.
     ``shared_memory=False`` gives each engine its own block (for callers that overlap stages on
     several streams; with one shared block such runs are serialized).
 
@@ -63,7 +79,7 @@ class TensorRTBackend:
         if preload:
             # Default: the pipeline's stages that are published (DWPose and others load on first use).
             present = set(self.store.stages())
-            wanted = list(stages) if stages is not None else [s for s in STAGE_NAMES if s in present]
+            wanted = list(stages) if stages is not None else [s for s in STAGE_NAMES if s in present and s not in CACHE_STAGES]
             for stage in wanted:
                 self.runner(stage)
 
@@ -87,7 +103,21 @@ class TensorRTBackend:
         return sum(m.required for m in self._memories)
 
     def run(self, stage: str, feeds: dict[str, torch.Tensor], stream: "torch.cuda.Stream | None" = None) -> dict[str, torch.Tensor]:
+        if N.CACHE_DEPTH in feeds:
+            check_cache_depth(stage, feeds)
+            feeds = {k: v for k, v in feeds.items() if k != N.CACHE_DEPTH}
         return self.runner(stage).run(feeds, stream=stream)
+
+    def cache_depths(self) -> tuple[int, ...]:
+        """The deep-feature cache depths this backend runs: the engines' one depth when the folder
+        has both cached-step engines, else none (nothing is loaded to answer)."""
+        return (GRAPH_CACHE_DEPTH,) if set(CACHE_STAGES) <= set(self.store.stages()) else ()
+
+    def release(self, stage: str) -> None:
+        """Unload ``stage``'s engine after its in-flight work; its next run loads it again."""
+        r = self._runners.pop(stage, None)
+        if r is not None:
+            r.close()
 
     def synchronize(self) -> None:
         """Wait for everything the engines enqueued."""

@@ -229,14 +229,27 @@ class CheckpointHooks(Hooks):
 
     control = JobControl(deterministic=True)
 
-    def __init__(self, store: CheckpointStore, every: int = 1):
+    def __init__(self, store: CheckpointStore, every: int = 1, resumable: tuple[bool, ...] | None = None):
         if every < 1:
             raise ValueError("checkpoint interval must be >= 1 step")
-        self.store, self.every = store, every
+        self.store, self.every, self.resumable = store, every, resumable
+        self._saved: int | None = None  # the step of the last save (None: none yet in this process)
 
     def on_step_end(self, step: int, num_steps: int, latents: torch.Tensor) -> None:
-        if step % self.every == 0 or step == num_steps:
+        """Saves every ``every`` steps and after the last one. With deep-feature caching
+        (``resumable``: per steps done, whether a resumed process continues bit for bit) only where
+        the next step is a full pass: the first such step once ``every`` steps have passed."""
+        if self._saved is None:  # this process's first step (after a resume: the one after the checkpoint)
+            self._saved = step - 1
+        if self.resumable is None or all(self.resumable):
+            due = step % self.every == 0
+        else:
+            if not self.resumable[step]:
+                return
+            due = step - self._saved >= self.every
+        if due or step == num_steps:
             self.store.save(step, num_steps, latents)
+            self._saved = step
 
 
 # ------------------------------------------------------------------------------------- policy
@@ -285,7 +298,10 @@ def generate_resumable(components: Components, job: Job | AdmittedJob, policy: C
     if resume is not None:
         log.info(f"resuming {plain.out} from its checkpoint after step {resume[0]} ({store.folder})")
     if policy.every:
-        saver = CheckpointHooks(store, policy.every)
+        from mimic.runtime.denoise import resume_points
+
+        resolved = config or plain.config(components.base_config)
+        saver = CheckpointHooks(store, policy.every, resume_points(resolved, components.info.scheduler))
         hooks, control = [saver, hooks], JobControl.join(control, saver.control)
     report = render(components, job, hooks=hooks, control=control, stream=stream, resume=resume, warnings=store.warnings)
     store.remove()

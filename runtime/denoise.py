@@ -12,8 +12,16 @@ and bounded memory:
   al., NeurIPS 2024): at a step whose noise level is outside the interval the window's UNet call is
   the conditional half alone (batch 1: the CFG pair's second row of every feed) and the guided
   output is the conditional prediction. By default every step is guided (the released loop);
-* the UNet calls are counted by batch size (``WindowStepper.calls``, handed out through ``calls=``),
-  for the run report's UNet TFLOP per output frame (``mimic.runtime.report.UnetWork``).
+* deep-feature caching (``--cache-interval/--cache-depth``, DeepCache): the plan marks each step a
+  full pass or a cached step (``CachePlan``); a full pass that a cached step follows runs the
+  ``unet_features`` stage and keeps the window's deep features (``FeatureCache``), a cached step runs
+  ``unet_shallow`` around them. The pattern depends on the step only (a cached step never needs the
+  unconditional half that its full pass did not run), so checkpoints are taken only where the next
+  step is a full pass (``CachePlan.resumable``) and a resumed job repeats an uninterrupted one bit
+  for bit. Off by default: the released loop, the same calls;
+* the UNet calls are counted by batch size (``WindowStepper.calls``, handed out through ``calls=``;
+  a cached step's shallow pass as ``(batch, depth)``), for the run report's UNet TFLOP per output
+  frame (``mimic.runtime.report.UnetWork``).
 Working set per step: the latents, one accumulator and one temporary (plus one window).
 
 Per UNet call nothing is allocated for the feeds: the CFG pair's sample buffer (latents | reference
@@ -28,21 +36,25 @@ loop's (same ops, same order), so CPU outputs are unchanged bit for bit.
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from mimic.errors import NumericsError
+from mimic.errors import InputError, NumericsError
 from mimic.model.config import GenerationConfig
 from mimic.model.preprocess import pose_pixels
 from mimic.model.scheduler import Schedule, SchedulerConfig, make_schedule
 from mimic.model.windows import guidance_scales, tent_weights, window_indices
 from mimic.pose.images import PoseImages
 from mimic.runtime.backend_api import Backend
-from mimic.spec import StageName
+from mimic.spec import CACHE_STAGES, StageName
 from mimic.spec import TensorName as N
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,154 @@ class PoseLatentCache:
         return lat
 
 
+FEATURE_CACHE_FREE_FRACTION = 0.25  # of the device memory free when the job is planned
+HOST_FEATURE_CACHE_MAX = 16 << 30
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    """Deep-feature caching of one job: per step, a full pass (``full[i]``) or a cached step (the
+    shallow pass at ``depth`` around the deep features of the window's last full pass).
+
+    Memory: each window keeps one feature tensor, (B*F, C1, h, w) at depth 1 (B: the batch of the full
+    pass that made it). For the released model at 576x1024 with 72-frame windows that is 2 x 72 x 640
+    x 128 x 72 fp16 values, 1.70 GB per window (a CFG pair), 13.6 GB for the 35 s demo's eight windows. It
+    lives on the device up to ``budget_bytes`` (a quarter of the free memory by default), then (CUDA)
+    as pinned host copies up to ``host_budget_bytes``; a window beyond both runs its cached steps as
+    full passes (the same maths as uncached: more FLOPs, which the report counts), so memory is
+    bounded for any length."""
+
+    depth: int
+    full: tuple[bool, ...]
+    budget_bytes: int
+    host_budget_bytes: int = 0
+
+    def keeps(self, i: int) -> bool:
+        """Whether a full pass at step ``i`` must keep its features (a cached step follows it)."""
+        return i + 1 < len(self.full) and not self.full[i + 1]
+
+    def resumable(self, steps_done: int) -> bool:
+        """Whether a checkpoint after ``steps_done`` steps resumes bit for bit: the next step is a full pass."""
+        return steps_done >= len(self.full) or self.full[steps_done]
+
+
+def cache_pattern(interval: int, guided: tuple[bool, ...]) -> tuple[bool, ...]:
+    """Per step, full pass (True) or cached step: a full pass every ``interval`` steps, and also
+    wherever the step needs a CFG half that the last full pass did not run (a guided step after an
+    unguided full pass)."""
+    full: list[bool] = []
+    since, batch = 0, 0
+    for g in guided:
+        need = 2 if g else 1
+        if not full or since >= interval or need > batch:
+            full.append(True)
+            since, batch = 1, need
+        else:
+            full.append(False)
+            since += 1
+    return tuple(full)
+
+
+def default_feature_cache_budget(device: torch.device) -> tuple[int, int]:
+    """(device bytes, pinned host bytes) for kept deep features: on a GPU a quarter of its free
+    memory, then a quarter of the available host memory (at most 16 GiB); on the CPU the device is
+    host memory: a quarter of what is available (at most 16 GiB), no second tier."""
+    try:
+        import psutil
+
+        host = int(min(HOST_FEATURE_CACHE_MAX, psutil.virtual_memory().available // 4))
+    except Exception:  # pragma: no cover
+        host = 1 << 30
+    if device.type != "cuda":
+        return host, 0
+    try:
+        free, _ = torch.cuda.mem_get_info(device)
+    except Exception:  # pragma: no cover - no driver answer
+        return 4 << 30, host
+    return int(free * FEATURE_CACHE_FREE_FRACTION), host
+
+
+class FeatureCache:
+    """Each window's deep features from its last full pass: on the device while under the device
+    budget, then (CUDA) pinned host copies; a window that fits neither keeps none (``fits(j)`` False:
+    its cached steps run in full). Windows are visited in the same order every step and each keeps
+    one tensor of a fixed size per batch, so which windows fit is settled at the first full pass that
+    keeps features (a later CFG pair after a conditional-half pass may still be refused, in the same
+    order every run)."""
+
+    def __init__(self, device: torch.device, budget_bytes: int, host_budget_bytes: int):
+        self.device, self.budget, self.host_budget = device, budget_bytes, host_budget_bytes
+        self._kept: dict[int, tuple[torch.Tensor, int, bool]] = {}  # j -> (features, batch, on the host)
+        self._bytes = self._host_bytes = 0
+        self._refused: set[int] = set()
+
+    def fits(self, j: int) -> bool:
+        return j not in self._refused
+
+    def has(self, j: int) -> bool:
+        return j in self._kept
+
+    @property
+    def refused(self) -> int:
+        """Windows whose features fit no budget (their cached steps ran as full passes)."""
+        return len(self._refused)
+
+    def put(self, j: int, features: torch.Tensor, batch: int) -> None:
+        kept = self._kept.get(j)
+        if kept is not None and kept[1] == batch:
+            kept[0].copy_(features, non_blocking=True)
+            return
+        if kept is not None:  # the other batch (a CFG pair after a conditional half): replace it
+            self._release(j)
+        size = features.numel() * features.element_size()
+        if self._bytes + size <= self.budget:
+            self._kept[j] = (features.clone(), batch, False)
+            self._bytes += size
+        elif features.is_cuda and self._host_bytes + size <= self.host_budget:
+            pinned = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+            pinned.copy_(features, non_blocking=True)  # ordered before any later upload on this stream
+            self._kept[j] = (pinned, batch, True)
+            self._host_bytes += size
+        else:
+            self._refused.add(j)
+            log.warning(f"deep-feature cache: window {j + 1}'s features ({size / 2**30:.2f} GiB) fit neither the device budget "
+                        f"({self.budget / 2**30:.1f} GiB) nor the host budget ({self.host_budget / 2**30:.1f} GiB): its cached steps run in full")
+
+    def get(self, j: int, batch: int) -> torch.Tensor:
+        """Window ``j``'s features for a shallow pass of ``batch`` (1 after a CFG pair: the
+        conditional half's rows, the second half of the batch-major rows)."""
+        features, kept_batch, on_host = self._kept[j]
+        if batch < kept_batch:
+            features = features[features.shape[0] // kept_batch:]
+        return features.to(self.device, non_blocking=True) if on_host else features
+
+    def _release(self, j: int) -> None:
+        features, _, on_host = self._kept.pop(j)
+        size = features.numel() * features.element_size()
+        if on_host:
+            self._host_bytes -= size
+        else:
+            self._bytes -= size
+
+
+def check_cache_support(backend: Backend, config: GenerationConfig) -> None:
+    """One line naming the flag when the job's deep-feature caching cannot run on ``backend``: the
+    torch backend runs depths 1 .. levels - 1 of its UNet; the graph backends one depth (their
+    ``unet_features``/``unet_shallow`` graphs or engines), or none when those are missing."""
+    if config.cache_interval <= 1:
+        return
+    depths = tuple(backend.cache_depths()) if hasattr(backend, "cache_depths") else ()
+    if config.cache_depth in depths:
+        return
+    if not depths:
+        raise InputError(f"--cache-interval {config.cache_interval}: the {backend.name} backend has no cached UNet graphs "
+                         f"({', '.join(CACHE_STAGES)}); export them again (mimic export / mimic build-engines) or use --backend torch")
+    span = f"{depths[0]}..{depths[-1]}" if len(depths) > 1 else str(depths[0])
+    what = "this model's UNet" if backend.name == "torch" else f"the {backend.name} graphs"
+    raise InputError(f"--cache-depth {config.cache_depth}: {what} run{'s' if backend.name == 'torch' else ''} depth {span} only"
+                     + ("" if backend.name == "torch" else "; use --backend torch for another depth"))
+
+
 def check_finite(x: torch.Tensor, what: str, dtype: torch.dtype | None = None) -> None:
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
@@ -143,17 +303,27 @@ class DenoisePlan:
     pose_strength: float = 1.0  # the conditional half's pose latents are scaled by it (1: as released, untouched)
     pose_steps: tuple[int, int] | None = None  # (first, last) step index with pose latents, both included; None: every step
     guided: tuple[bool, ...] | None = None  # per step: CFG pair (True) or conditional half alone; None: CFG at every step
+    cache: CachePlan | None = None  # deep-feature caching (None: every step a full pass, as released)
 
     def cfg_active(self, i: int) -> bool:
         """Whether step ``i`` (0-based) runs the CFG pair (batch 2) rather than the conditional half (batch 1)."""
         return self.guided is None or self.guided[i]
 
     def unet_calls(self, steps: range) -> Counter:
-        """batch size -> UNet calls of ``steps`` (one call per window per step), as the loop runs them."""
+        """UNet calls of ``steps`` (one call per window per step) as the loop runs them when every
+        window's features fit the cache: batch size -> full passes, (batch, depth) -> shallow passes."""
         calls: Counter = Counter()
         for i in steps:
-            calls[2 if self.cfg_active(i) else 1] += len(self.windows)
+            calls[self.call_key(i)] += len(self.windows)
         return calls
+
+    def call_key(self, i: int, cached: bool = True) -> int | tuple[int, int]:
+        """The ``calls`` key of a window's UNet call at step ``i``: its batch for a full pass,
+        (batch, depth) for a cached step's shallow pass (``cached`` False: the window keeps no features)."""
+        batch = 2 if self.cfg_active(i) else 1
+        if cached and self.cache is not None and not self.cache.full[i]:
+            return (batch, self.cache.depth)
+        return batch
 
     def pose_active(self, i: int) -> bool:
         """Whether step ``i`` (0-based) feeds the pose latents (else zeros, as the unconditional half gets)."""
@@ -182,12 +352,26 @@ def guided_steps(config: GenerationConfig, scheduler: SchedulerConfig, schedule:
     return tuple(in_guidance_interval(float(schedule.sigmas[i]), config) for i in range(schedule.num_steps))
 
 
+def resume_points(config: GenerationConfig, scheduler: SchedulerConfig) -> tuple[bool, ...]:
+    """Per number of steps done (0 .. steps), whether a checkpoint there resumes bit for bit: always
+    without caching; with it, where the next step is a full pass (a cached step needs the deep
+    features of a full pass that a resumed process has not run)."""
+    full = cache_pattern(config.cache_interval, guided_steps(config, scheduler))
+    return tuple(k >= len(full) or full[k] for k in range(config.steps + 1))
+
+
 def plan_denoise(num_frames: int, config: GenerationConfig, scheduler: SchedulerConfig, dtype: torch.dtype, device: torch.device,
-                 pose_cache_bytes: int | None = None, start_step: int = 0) -> DenoisePlan:
+                 pose_cache_bytes: int | None = None, start_step: int = 0, feature_cache_bytes: int | None = None) -> DenoisePlan:
+    """``feature_cache_bytes``: the deep-feature cache's budget (None: ``default_feature_cache_budget``)."""
     if not 0 <= start_step <= config.steps:
         raise ValueError(f"start step {start_step} outside 0..{config.steps}")
     schedule = make_schedule(config.steps, scheduler, config.schedule)
     guided = guided_steps(config, scheduler, schedule)
+    cache = None
+    full = cache_pattern(config.cache_interval, guided)
+    if not all(full):
+        budget, host = default_feature_cache_budget(device) if feature_cache_bytes is None else (feature_cache_bytes, 0)
+        cache = CachePlan(config.cache_depth, full, budget, host)
     return DenoisePlan(
         schedule=schedule,
         windows=tuple(tuple(w) for w in window_indices(num_frames, config.window, config.overlap)),
@@ -201,6 +385,7 @@ def plan_denoise(num_frames: int, config: GenerationConfig, scheduler: Scheduler
         pose_strength=config.pose_strength,
         pose_steps=None if (config.pose_start_percent, config.pose_end_percent) == (0.0, 1.0) else config.pose_steps(),
         guided=None if all(guided) else guided,
+        cache=cache,
     )
 
 
@@ -257,7 +442,9 @@ class WindowStepper:
         self.index = device_index(plan.windows, device)  # once: indexing with lists syncs per use
         self.sample: torch.Tensor | None = None
         self.pose_pair: torch.Tensor | None = None
-        self.calls: Counter = Counter()  # batch size -> UNet calls made
+        self.calls: Counter = Counter()  # batch size (full pass) or (batch, depth) (shallow pass) -> UNet calls made
+        cache = plan.cache
+        self.features = FeatureCache(device, cache.budget_bytes, cache.host_budget_bytes) if cache is not None else None
 
     def contribution(self, latents: torch.Tensor, idx: torch.Tensor, frames: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """(1, window, c, h, w): window ``j``'s guided output times the tent weights at step ``i``.
@@ -296,9 +483,7 @@ class WindowStepper:
                 N.ADDED_TIME_IDS: self.ids[1:],
                 N.POSE_LATENTS: cond_half,
             }
-            out = self.backend.run(StageName.UNET, feeds, self.stream)[N.NOISE_PRED].to(plan.dtype)
-            self.calls[1] += 1
-            return out * self.w5
+            return self._unet(feeds, 1, i, j) * self.w5
         feeds = {
             N.SAMPLE: sample,
             N.TIMESTEP: self.timesteps[i].expand(2),
@@ -306,10 +491,28 @@ class WindowStepper:
             N.ADDED_TIME_IDS: self.ids,
             N.POSE_LATENTS: pair,
         }
-        out = self.backend.run(StageName.UNET, feeds, self.stream)[N.NOISE_PRED].to(plan.dtype)
-        self.calls[2] += 1
+        out = self._unet(feeds, 2, i, j)
         uncond, cond_pred = out[:1], out[1:]
         return (uncond + self.scales[:, frames] * (cond_pred - uncond)) * self.w5
+
+    def _unet(self, feeds: dict, batch: int, i: int, j: int) -> torch.Tensor:
+        """Window ``j``'s UNet call at step ``i``: a full pass (``unet``; ``unet_features`` where the
+        window keeps its features for the cached steps that follow) or a cached step's shallow pass
+        (``unet_shallow`` around them). Counted in ``calls``."""
+        cache, kept = self.plan.cache, self.features
+        stage = StageName.UNET
+        if cache is not None and kept.fits(j):
+            if not cache.full[i] and kept.has(j):  # (none kept: the first step after a resume runs in full)
+                stage = StageName.UNET_SHALLOW
+                feeds = {**feeds, N.DEEP_FEATURES: kept.get(j, batch), N.CACHE_DEPTH: cache.depth}
+            elif cache.keeps(i):
+                stage = StageName.UNET_FEATURES
+                feeds = {**feeds, N.CACHE_DEPTH: cache.depth}
+        outs = self.backend.run(stage, feeds, self.stream)
+        if stage == StageName.UNET_FEATURES:
+            kept.put(j, outs[N.DEEP_FEATURES], batch)
+        self.calls[self.plan.call_key(i, cached=stage == StageName.UNET_SHALLOW)] += 1
+        return outs[N.NOISE_PRED].to(self.plan.dtype)
 
 
 def finish_step(acc: torch.Tensor, latents: torch.Tensor, count: torch.Tensor, plan: DenoisePlan, i: int) -> torch.Tensor:

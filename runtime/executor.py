@@ -188,7 +188,7 @@ class JobExecutor:
         return report
 
     def _generate(self, job: Job | AdmittedJob, hooks, control: JobControl | None, stream=None, others: Sequence[Job] = ()) -> JobReport:
-        admitted = admit(job, self.mm.base_config, audio=self.mm.options.audio, others=others)
+        admitted = admit(job, self.mm.base_config, audio=self.mm.options.audio, others=others, memory_check=self.mm.check_backend)
         try:
             if self.checkpoints is None:
                 return generate(self.mm.components, admitted, hooks=hooks, control=control, stream=stream)

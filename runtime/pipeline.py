@@ -53,7 +53,7 @@ from mimic.model.model_info import ModelInfo
 from mimic.model.windows import check_shapes, tile_noise
 from mimic.runtime.backend_api import Backend
 from mimic.runtime.decode import decode_frames
-from mimic.runtime.denoise import Conditioning, denoise, plan_denoise
+from mimic.runtime.denoise import Conditioning, check_cache_support, denoise, plan_denoise
 from mimic.runtime.determinism import job_noise, promise_bit_identity
 from mimic.runtime.admission import AdmittedJob
 from mimic.runtime.inputs import JobInputs, RawInputs, prepare_poses, read_inputs
@@ -291,6 +291,9 @@ def generate(
     report = JobReport(job)
     report.resumed_from_step = resume[0] if resume is not None else None
     config = admitted.config if admitted else job.config(c.base_config)
+    report.speed = config.speed
+    for b in c.backends:  # before any work: deep-feature caching needs graphs of that depth
+        check_cache_support(b, config)
     backend, dt, dev = c.backend, c.dtype, c.device
     timer = _PhaseTimer(report, observers.on_stage_end, control.synchronize, dev)
     if dev.type == "cuda" and (c.workers or resume is not None or control.deterministic):

@@ -26,7 +26,8 @@ TFLOP = 1e12
 class UnetWork:
     """The UNet calls of one job, by batch size, and the FLOPs they cost.
 
-    ``ran``: the calls this process's denoising loop made. ``earlier``: after a resume, the calls of
+    ``ran``: the calls this process's denoising loop made, by batch size (full passes) and by (batch,
+    depth) (cached steps' shallow passes, deep-feature caching). ``earlier``: after a resume, the calls of
     the steps before the checkpoint (made by the process that saved it; the plan gives them: the same
     windows, and the same guidance interval per step). The figures count both, so a resumed job
     reports what an uninterrupted one does. Every call covers ``frames`` frames (the window) at
@@ -37,16 +38,18 @@ class UnetWork:
     frames: int
     height: int
     width: int
-    ran: Mapping[int, int]
-    earlier: Mapping[int, int] = field(default_factory=dict)
+    ran: Mapping[int | tuple[int, int], int]
+    earlier: Mapping[int | tuple[int, int], int] = field(default_factory=dict)
 
-    def calls(self) -> dict[tuple[int, int], int]:
-        """(frames, batch) -> calls of the whole job."""
-        out: dict[tuple[int, int], int] = {}
+    def calls(self) -> dict[tuple[int, ...], int]:
+        """(frames, batch) -> full passes and (frames, batch, depth) -> cached steps' shallow passes
+        of the whole job (the ``calls`` keys of ``mimic.model.flops.unet_work_flops``)."""
+        out: dict[tuple[int, ...], int] = {}
         for counts in (self.ran, self.earlier):
-            for batch, n in counts.items():
+            for key, n in counts.items():
                 if n:
-                    out[(self.frames, int(batch))] = out.get((self.frames, int(batch)), 0) + int(n)
+                    k = (self.frames, int(key)) if isinstance(key, int) else (self.frames, *map(int, key))
+                    out[k] = out.get(k, 0) + int(n)
         return out
 
     def tflop(self) -> float | None:
@@ -110,6 +113,7 @@ class JobReport:
     size: tuple[int, int] | None = None  # the output's (width, height) in px
     printed: list[str] = field(default_factory=list)  # warnings already printed while the job ran (not repeated at its end)
     unet: UnetWork | None = None  # the UNet calls the denoising loop made (None: it did not run)
+    speed: str | None = None  # the job's --speed preset (None: none given)
 
     @property
     def duration_s(self) -> float | None:
@@ -117,8 +121,15 @@ class JobReport:
 
     @property
     def unet_calls(self) -> dict[int, int]:
-        """Batch size -> UNet calls this process made (2: a CFG pair, 1: the conditional half alone)."""
+        """Batch size -> full UNet passes this process made (2: a CFG pair, 1: the conditional half alone)."""
         return {b: int(self.unet.ran.get(b, 0)) for b in (1, 2)} if self.unet else {}
+
+    @property
+    def unet_cached_calls(self) -> dict[str, int]:
+        """``"batch@depth"`` -> cached steps' shallow UNet passes this process made (deep-feature caching)."""
+        if not self.unet:
+            return {}
+        return {f"{k[0]}@{k[1]}": int(n) for k, n in sorted(self.unet.ran.items(), key=lambda kv: str(kv[0])) if isinstance(k, tuple) and n}
 
     @property
     def unet_tflop_per_output_frame(self) -> float | None:
@@ -154,8 +165,13 @@ class JobReport:
             parts.append(", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         work = self.work_summary()
         if work:
-            parts.append(work)
+            parts.append(work + (f" (--speed {self.speed})" if self.speed else ""))
         return "; ".join(parts)
+
+
+def _call_name(key) -> str:
+    """A ``calls`` key as a JSON key: ``"2"`` (a full pass of batch 2), ``"2@1"`` (a shallow pass at depth 1)."""
+    return str(key) if isinstance(key, int) else f"{key[0]}@{key[1]}"
 
 
 def report_path(job: Job) -> Path:
@@ -196,11 +212,13 @@ def write_report(job: Job, report: JobReport, config: GenerationConfig, facts: d
         # the UNet work (hardware-independent speed): TFLOP per output frame at the job's size and at 576x1024
         "unet_tflop_per_output_frame": _figure(report.unet_tflop_per_output_frame),
         "unet_tflop_per_output_frame_576x1024": _figure(report.unet_tflop_per_output_frame_576x1024),
-        "unet_calls_by_batch": {str(b): n for b, n in report.unet_calls.items()},  # this process's calls
+        "unet_calls_by_batch": {str(b): n for b, n in report.unet_calls.items()},  # this process's full passes
         "versions": versions(),
     }
+    if report.unet_cached_calls:  # deep-feature caching: the cached steps' shallow passes, "batch@depth"
+        data["unet_cached_calls_by_batch"] = report.unet_cached_calls
     if report.unet is not None and any(report.unet.earlier.values()):  # resumed: the checkpointed steps' calls
-        data["unet_calls_by_batch_before_resume"] = {str(b): int(n) for b, n in sorted(report.unet.earlier.items()) if n}
+        data["unet_calls_by_batch_before_resume"] = {_call_name(b): int(n) for b, n in sorted(report.unet.earlier.items(), key=lambda kv: str(kv[0])) if n}
     path = report_path(job)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path

@@ -113,3 +113,38 @@ def run_settings(monkeypatch, *flags: str) -> dict:
     result = CliRunner().invoke(cli.app, ["run", "--preset", "tiny", "--ref", "r.png", "--driving", "d.mp4", "--out", "o.mp4", *flags])
     assert result.exit_code == 0, result.output
     return seen
+
+
+class StepRecorder:
+    """Denoising-loop hooks that keep a copy of the latents after every step (``saved[step]``)."""
+
+    def __init__(self):
+        self.saved: dict = {}
+
+    def on_progress(self, done, total):
+        pass
+
+    def on_step_end(self, step, num_steps, latents):
+        self.saved[step] = latents.clone()
+
+    def poll(self):
+        pass
+
+
+def denoise_inputs(plan, frames: int, h: int, w: int, seed: int = 0):
+    """Random conditioning (CFG halves [uncond, cond]), drawn pose images and scaled initial latents
+    for a denoising loop over ``frames`` latent frames of ``h`` x ``w`` (no model)."""
+    import numpy as np
+    import torch
+
+    from mimic.pose.images import ArrayPoses
+    from mimic.runtime.denoise import Conditioning
+
+    g = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(1, 1, 8, generator=g)
+    ref = torch.randn(1, 4, h, w, generator=g)
+    cond = Conditioning(torch.cat([torch.zeros_like(embeds), embeds]), torch.cat([torch.zeros_like(ref), ref]),
+                        torch.tensor([[6.0, 127.0, 0.0]]).repeat(2, 1))
+    poses = ArrayPoses(np.random.default_rng(seed).integers(0, 255, (frames, 3, 8 * h, 8 * w), dtype=np.uint8))
+    latents = torch.randn(1, frames, 4, h, w, generator=g) * plan.schedule.init_noise_sigma
+    return cond, poses, latents

@@ -83,11 +83,14 @@ def test_the_flop_model_lives_below_the_runtime_and_the_benchmarks_reexport_it()
 def test_the_pinned_real_unet_count_is_the_meta_device_count():
     """The run report's 576x1024 figure uses a pinned count (no 1.7 s count per process): it must be
     what torch's counter gives now (a change of torch, diffusers or the UNet code fails here)."""
-    from mimic.model.flops import PINNED_UNET_FLOPS, count_unet_flops, reference_frame_pass_flops
+    from mimic.model.flops import PINNED_UNET_FLOPS, count_unet_flops, count_unet_shallow_flops, reference_frame_pass_flops
 
     assert PINNED_UNET_FLOPS
-    for (key, frames, height, width, batch), flops in PINNED_UNET_FLOPS.items():
-        assert count_unet_flops(key, frames, height, width, batch) == flops
+    for (key, frames, height, width, batch, *depth), flops in PINNED_UNET_FLOPS.items():
+        if depth:  # a cached step's shallow pass at that depth (deep-feature caching)
+            assert count_unet_shallow_flops(key, frames, height, width, batch, depth[0]) == flops
+        else:
+            assert count_unet_flops(key, frames, height, width, batch) == flops
     assert rel(reference_frame_pass_flops(), 3.20e12) < 0.01
 
 

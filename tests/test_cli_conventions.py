@@ -46,7 +46,7 @@ CHOICES = {
     "--preset": conventions.PRESETS,
     "--target": conventions.targets(),
     "--stage": conventions.ENGINE_STAGES,
-    "--precision": ("fp16", "fp32"),
+    "--precision": ("fp16", "fp32", "fp8", "int8"),
     "--progress": ("auto", "none"),
 }
 

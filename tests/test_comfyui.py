@@ -324,6 +324,8 @@ def test_sampler_and_pose_inputs_come_from_the_settings(nodes, monkeypatch):
             kind, options = inputs[name]
             if s.kind is bool:
                 assert kind == "BOOLEAN" and options["default"] is RELEASED[field]
+            elif s.choices and getattr(s, "unset", ""):  # a choice that may stay unset (speed): "none" first
+                assert kind == ["none", *s.choices] and options["default"] == "none"
             elif s.choices:
                 assert kind == list(s.choices) and options["default"] == RELEASED[field]
             else:

@@ -397,3 +397,44 @@ def test_refit_swaps_checkpoint_without_rebuild(tiny_cache, tmp_path, target):
     after = b.run("unet", feeds)["noise_pred"].float()
     b.close()
     assert (after - before).abs().max() > 1e-3  # the weights really changed
+
+
+def test_caching_pair_on_tensorrt(tiny_cache, tmp_path, target):
+    """Deep-feature caching's engines: loaded lazily, unet_features' noise_pred is the unet engine's
+    (same graph maths, same fp16 weights; bound 1e-2 of the peak) and unet_shallow fed that step's
+    own feature reproduces it."""
+    from mimic.engine.build import build_engine_set
+    from mimic.runtime.backend_trt import TensorRTBackend
+    from mimic.spec import CACHE_STAGES
+
+    needs_tiny_preset()
+    out = tmp_path / "pair"
+    build_engine_set(out, preset="tiny", target=target, stages=["unet", *CACHE_STAGES], workspace_gb=2)
+    b = TensorRTBackend(out)
+    try:
+        assert set(b._runners) == {"unet"} and b.cache_depths() == (1,)  # the pair loads on first use
+        feeds = opt_feeds(out, "unet", 3)
+        ref = b.run("unet", feeds)["noise_pred"].float()
+        full = b.run("unet_features", {**feeds, "cache_depth": 1})
+        cheap = b.run("unet_shallow", {**feeds, "deep_features": full["deep_features"], "cache_depth": 1})["noise_pred"].float()
+        peak = float(ref.abs().max())
+        assert float((full["noise_pred"].float() - ref).abs().max()) <= 1e-2 * peak
+        assert float((cheap - full["noise_pred"].float()).abs().max()) <= 1e-2 * peak
+        assert set(b._runners) == {"unet", *CACHE_STAGES}
+    finally:
+        b.close()
+
+
+def test_refit_unet_covers_the_caching_pair(tiny_cache, tmp_path, target):
+    """`mimic refit-unet` refits every engine with UNet weights, each verified against a fresh build."""
+    from mimic.engine.build import build_engine_set, refit_unet_engine
+    from mimic.model.tiny import write_tiny_weights
+    from mimic.spec import CACHE_STAGES
+
+    needs_tiny_preset()
+    out = tmp_path / "refit-pair"
+    build_engine_set(out, preset="tiny", target=target, stages=["unet", *CACHE_STAGES], refittable=True)
+    other = write_tiny_weights(tmp_path / "weights-b", seed=12345)
+    manifests = refit_unet_engine(out, preset="tiny", checkpoint=other.checkpoint)
+    assert set(manifests) == {"unet", *CACHE_STAGES}
+    assert all(m["refit"]["verified_max_rel"] <= 1e-2 for m in manifests.values())

@@ -12,12 +12,12 @@ import onnx
 import pytest
 import torch
 
-from _export_fixtures import tiny_export  # noqa: F401  (session fixture)
+from _export_fixtures import BASE_STAGES, assert_io_matches_spec, tiny_export  # noqa: F401  (session fixture)
 from mimic.export.onnx_export import ExportResult, export_stage, finalize_onnx, sha256_model_files
 from mimic.export.validate import format_table, validate_stage
-from mimic.spec import PRECISIONS, STAGES
+from mimic.spec import CACHE_STAGES, PRECISIONS, STAGES
 
-PARITY_CASES = [(stage, precision) for stage in STAGES for precision in PRECISIONS]
+PARITY_CASES = [(stage, precision) for stage in BASE_STAGES for precision in PRECISIONS]
 
 
 def _module(models, stage):
@@ -25,9 +25,10 @@ def _module(models, stage):
 
 
 def test_every_stage_has_an_export_and_parity_test():
-    """Meta-test: adding a stage to STAGES without a tiny export + parity case fails here."""
+    """Meta-test: adding a stage to STAGES without a tiny export + parity case fails here.
+    Deep-feature caching's pair has its export and parity tests in test_cache_graphs.py."""
     covered = {stage for stage, _ in PARITY_CASES}
-    assert covered == set(STAGES)
+    assert covered | set(CACHE_STAGES) == set(STAGES) and not covered & set(CACHE_STAGES)
     assert {p for _, p in PARITY_CASES} == {"fp32", "fp16"}
     assert all(set(PRECISIONS) <= set(STAGES[s].precisions) for s in STAGES)
     from mimic.export.wrappers import WRAPPERS
@@ -58,18 +59,8 @@ def test_parity_with_torch(tiny_export, stage, precision):
 
 
 def test_graph_signatures_follow_the_specs(tiny_export):
-    to_np = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
     for res in tiny_export.summary.results:
-        spec = STAGES[res.stage]
-        g = onnx.load(str(res.path), load_external_data=False).graph
-        assert [i.name for i in g.input] == list(spec.input_names)
-        assert [o.name for o in g.output] == list(spec.output_names)
-        for vi in (*g.input, *g.output):
-            t = spec.tensor(vi.name)
-            assert to_np[vi.type.tensor_type.elem_type] == t.dtype(res.precision), (res.stage, res.precision, vi.name)
-            dims = vi.type.tensor_type.shape.dim
-            for axis, name in t.dynamic_axes().items():
-                assert dims[axis].dim_param == name
+        assert_io_matches_spec(onnx.load(str(res.path), load_external_data=False).graph, STAGES[res.stage], res.precision)
 
 
 def test_fp16_graphs_are_fp16_with_fp32_norms(tiny_export):
@@ -136,7 +127,7 @@ def test_manifest(tiny_export):
 
     data = json.loads((tiny_export.out_dir / "export_manifest.json").read_text())
     assert data["profile_set"] == "tiny" and data["opset"] == 20 and data["exporter"] == "torchscript"
-    assert set(data["stages"]) == set(STAGES)
+    assert set(data["stages"]) == set(BASE_STAGES)
     for stage, per in data["stages"].items():
         for precision, entry in per.items():
             res = tiny_export.result(stage, precision)
@@ -149,7 +140,7 @@ def test_manifest(tiny_export):
     from mimic.export.exporter import read_manifest
 
     dims, _ = read_manifest(tiny_export.out_dir)
-    assert dims.embed_dim == 32 and dims.profile_set == "tiny"
+    assert dims.embed_dim == 32 and dims.profile_set == "tiny" and dims.cache_channels == 64  # C1: the cached feature's width
 
 
 def test_freshness_record(tiny_export, tiny_layout, tmp_path):
@@ -161,22 +152,22 @@ def test_freshness_record(tiny_export, tiny_layout, tmp_path):
     from mimic.export import freshness
     from mimic.model.tiny import write_tiny_weights
 
-    assert freshness.up_to_date(tiny_export.out_dir, tiny_layout, STAGES, "fp16") == []
+    assert freshness.up_to_date(tiny_export.out_dir, tiny_layout, BASE_STAGES, "fp16") == []
     assert freshness.up_to_date(tiny_export.out_dir, tiny_layout, ["unet", "pose_net"], "fp32") == []
     folder = Path(shutil.copytree(tiny_export.out_dir, tmp_path / "copy"))
-    assert freshness.up_to_date(folder, tiny_layout, STAGES, "fp16") == []  # the folder can move
+    assert freshness.up_to_date(folder, tiny_layout, BASE_STAGES, "fp16") == []  # the folder can move
     with open(folder / "fp16" / "vae_decoder.onnx", "ab") as f:
         f.write(b"\0")
-    assert freshness.up_to_date(folder, tiny_layout, STAGES, "fp16") == ["vae_decoder"]
+    assert freshness.up_to_date(folder, tiny_layout, BASE_STAGES, "fp16") == ["vae_decoder"]
     manifest = json.loads((folder / freshness.MANIFEST).read_text())
     manifest["stages"]["unet"]["fp16"]["source"]["export_code"] = "0" * 64
     (folder / freshness.MANIFEST).write_text(json.dumps(manifest))
-    assert freshness.up_to_date(folder, tiny_layout, STAGES, "fp16") == ["unet", "vae_decoder"]
+    assert freshness.up_to_date(folder, tiny_layout, BASE_STAGES, "fp16") == ["unet", "vae_decoder"]
     (folder / freshness.MANIFEST).unlink()
     assert freshness.up_to_date(folder, tiny_layout, ["pose_net"], "fp16") == ["pose_net"]
 
     other = write_tiny_weights(tmp_path / "other", seed=4321)  # same files, other values
-    assert freshness.up_to_date(tiny_export.out_dir, other, STAGES, "fp16") == list(STAGES)
+    assert freshness.up_to_date(tiny_export.out_dir, other, BASE_STAGES, "fp16") == list(BASE_STAGES)
     ckpt = Path(other.checkpoint)
     before = freshness.stage_source(other, Path(other.svd), "unet")
     os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))  # touched, same bytes

@@ -9,15 +9,18 @@ from mimic.errors import InputError
 from mimic.export.dummy import dims_from_module, dummy_inputs
 from mimic.spec import ALL_STAGES, DWPOSE_STAGES, STAGES, ModelDims, engine_profile, engine_ranges
 
-TINY = ModelDims(embed_dim=32, pose_channels=32)
-REAL = ModelDims(embed_dim=1024, pose_channels=320)
+TINY = ModelDims(embed_dim=32, pose_channels=32, cache_channels=64)
+REAL = ModelDims(embed_dim=1024, pose_channels=320, cache_channels=640)
+_UNET_IN = ("sample", "timestep", "encoder_hidden_states", "added_time_ids", "pose_latents")
 
 # The contract the runtime and the engines rely on (the brief's names, in order).
 EXPECTED_IO = {
     "image_encoder": (("pixel_values",), ("image_embeds",)),
     "vae_encoder": (("image",), ("latent_mean",)),
     "pose_net": (("pose_images",), ("pose_latents",)),
-    "unet": (("sample", "timestep", "encoder_hidden_states", "added_time_ids", "pose_latents"), ("noise_pred",)),
+    "unet": (_UNET_IN, ("noise_pred",)),
+    "unet_features": (_UNET_IN, ("noise_pred", "deep_features")),
+    "unet_shallow": ((*_UNET_IN, "deep_features"), ("noise_pred",)),
     "vae_decoder": (("latents",), ("frames",)),
     "dwpose_detector": (("images",), ("output",)),
     "dwpose_pose": (("input",), ("simcc_x", "simcc_y")),
@@ -25,8 +28,9 @@ EXPECTED_IO = {
 
 
 def test_stage_names():
-    assert tuple(STAGES) == specs.STAGE_NAMES == ("image_encoder", "vae_encoder", "pose_net", "unet", "vae_decoder")
+    assert tuple(STAGES) == specs.STAGE_NAMES == ("image_encoder", "vae_encoder", "pose_net", "unet", "unet_features", "unet_shallow", "vae_decoder")
     assert set(ALL_STAGES) == set(EXPECTED_IO)
+    assert specs.CACHE_STAGES == ("unet_features", "unet_shallow") and specs.GRAPH_CACHE_DEPTH == 1
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_IO))
@@ -46,6 +50,9 @@ def test_real_shapes_at_the_released_portrait_size():
         "pose_latents": (144, 320, 128, 72),
     }
     assert unet.output_shapes(p, REAL) == {"noise_pred": (2, 72, 4, 128, 72)}
+    # deep-feature caching at depth 1: the feature entering the last up block, C1 = block_out_channels[1]
+    assert STAGES["unet_features"].output_shapes(p, REAL) == {"noise_pred": (2, 72, 4, 128, 72), "deep_features": (144, 640, 128, 72)}
+    assert STAGES["unet_shallow"].input_shapes(p, REAL) == {**unet.input_shapes(p, REAL), "deep_features": (144, 640, 128, 72)}
     assert STAGES["vae_decoder"].output_shapes({"N": 8, "H": 1024, "W": 576}, REAL) == {"frames": (8, 3, 1024, 576)}
     assert STAGES["image_encoder"].output_shapes({"B": 1}, REAL) == {"image_embeds": (1, 1024)}
     assert STAGES["pose_net"].output_shapes({"N": 72, "H": 576, "W": 1024}, REAL) == {"pose_latents": (72, 320, 72, 128)}
@@ -225,8 +232,9 @@ def _check_meta(stage, model, points, dims):
         feeds = dummy_inputs(spec, point, dims, "fp16", device="meta")
         with torch.no_grad():
             out = wrapper(*feeds.values())
-        assert tuple(out.shape) == spec.output_shapes(point, dims)[spec.output_names[0]]
-        assert out.dtype == torch.float16
+        outs = out if isinstance(out, tuple) else (out,)
+        assert {n: tuple(o.shape) for n, o in zip(spec.output_names, outs)} == spec.output_shapes(point, dims)
+        assert all(o.dtype == torch.float16 for o in outs)
 
 
 def _opt_max(stage):
@@ -234,16 +242,18 @@ def _opt_max(stage):
     return [{k: getattr(r, which) for k, r in ranges.items()} for which in ("opt", "max")]
 
 
-@pytest.mark.slow  # ~20 s on 2 cores: the full-size UNet traced on the meta device
-def test_full_size_unet_shape_plumbing_on_meta():
+@pytest.mark.slow  # ~20 s on 2 cores per UNet graph: the full-size UNet traced on the meta device
+@pytest.mark.parametrize("stage", ["unet", "unet_features", "unet_shallow"])
+def test_full_size_unet_shape_plumbing_on_meta(stage):
     """The 1.5 B-parameter MimicMotion UNet, fp16 with fp32 norms, at the real profile's opt and max
-    (2 x 72 frames, 1024x576 and 1024x1024): shapes only, no memory, no compute."""
+    (2 x 72 frames, 1024x576 and 1024x1024): shapes only, no memory, no compute. Its deep-feature
+    caching pair too (the cached feature: 640 channels at the latent's size)."""
     from mimic.model.unet import PoseUNet
 
     unet = _on_meta(lambda: PoseUNet.from_config(SVD_UNET))
-    dims = dims_from_module("unet", unet)
+    dims = dims_from_module(stage, unet)
     assert dims == REAL and dims.profile_set == "real"
-    _check_meta("unet", unet, _opt_max("unet"), dims)
+    _check_meta(stage, unet, _opt_max(stage), dims)
 
 
 @pytest.mark.slow  # 7.5 s

@@ -10,20 +10,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from _export_fixtures import tiny_export  # noqa: F401  (session fixture)
+from _export_fixtures import BASE_STAGES, tiny_export  # noqa: F401  (session fixture)
 from mimic.engine.builder import BuildOptions, build_serialized_engine, load_trt
 from mimic.errors import EngineError
 from mimic.spec import DWPOSE_STAGES, PRECISIONS, STAGES, ModelDims, engine_profile
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (dev extra) is needed for the build tests")
 RTX = BuildOptions(target="tensorrt-rtx")
-TINY = ModelDims(embed_dim=32, pose_channels=32)
+TINY = ModelDims(embed_dim=32, pose_channels=32, cache_channels=64)
 
 
 # The UNet's builds take ~20 s each: its fp16 graph is also built by test_engine_cli's
 # build-engines run (the shipped engine), so here both UNet builds run with -m slow only.
+# Deep-feature caching's pair is built by test_cache_graphs.py (its own export).
 @pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("stage", [pytest.param(s, marks=pytest.mark.slow) if s == "unet" else s for s in STAGES])
+@pytest.mark.parametrize("stage", [pytest.param(s, marks=pytest.mark.slow) if s == "unet" else s for s in BASE_STAGES])
 def test_rtx_build_of_every_tiny_graph(tiny_export, stage, precision, caplog):
     """Each exported graph parses and builds (strongly typed) with its stage's tiny profile."""
     caplog.set_level(logging.INFO, logger="mimic")

@@ -166,6 +166,25 @@ def test_more_workers_than_jobs_start_one_per_job_rendering_with_the_submitting_
     assert _frames(tmp_path / "a") == _frames(sequential / "a")
 
 
+def test_a_speed_preset_job_renders_through_the_farm_like_run(cluster, inputs, tmp_path, capsys):
+    """A jobs-file ``speed: fast`` (AYS steps with deep-feature caching: onnxruntime's cached-step
+    graphs are exported into the cache by the first job that asks) renders through the farm as
+    `mimic run --jobs` renders it, and its report says so."""
+    ref, video, _ = inputs
+    outputs = {}
+    for how in ("run", "farm"):
+        jobs_file = tmp_path / f"{how}.json"
+        jobs_file.write_text(json.dumps([{"ref": str(ref), "driving": str(video), "out": str(tmp_path / how / "f"), "speed": "fast"}]))
+        argv = ["run", "--jobs", str(jobs_file), "--sequential"] if how == "run" else ["farm", "--jobs", str(jobs_file), "--workers", "1"]
+        code, stdout, stderr = run_cli([*argv, "--preset", "tiny", "--device", "cpu", "--progress", "none", *SMALL_ARGS], capsys)
+        assert code == 0, (stdout, stderr)
+        outputs[how] = _frames(tmp_path / how / "f")
+        report = json.loads((tmp_path / how / "f" / "report.json").read_text())
+        assert report["config"]["speed"] == "fast" and report["config"]["steps"] == 6 and report["config"]["cache_interval"] == 2
+        assert report["unet_cached_calls_by_batch"]  # the cached steps ran their shallow pass
+    assert outputs["farm"] == outputs["run"]
+
+
 class _DieOnce(Hooks):
     """Ends the worker process (as a crash or a lost node would) right after step 1's checkpoint,
     the first time only (a marker file says it happened)."""

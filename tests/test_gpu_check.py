@@ -53,12 +53,13 @@ def test_plan_and_collection_on_the_bare_gpu_image(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     plan = json.loads((tmp_path / "out" / "plan.json").read_text())
     steps = {s["step"]: s for s in plan["steps"]}
-    assert list(steps) == ["facts", "streams", "sdpa", "unet16", "gpu_tests", "unet72", "vae_decode", "determinism", "end_to_end"]
+    assert list(steps) == ["facts", "streams", "sdpa", "unet16", "gpu_tests", "unet72", "fp8", "vae_decode", "determinism", "end_to_end"]
     assert steps["facts"]["runs"] and steps["sdpa"]["runs"] and steps["streams"]["runs"]
-    assert steps["unet16"]["skips"] == "needs diffusers"
+    assert steps["unet16"]["skips"] == "needs diffusers" and steps["fp8"]["skips"] == "needs diffusers"
     assert sum(s["expect_s"] for s in plan["steps"]) <= 9 * 60  # the README's promise: 9 minutes on one H100
     collected = {c["file"]: c for c in plan["collected"]}
-    assert set(collected) >= {"tests/test_gpu_parallel.py", "tests/test_gpu_path.py", "tests/test_engine_gpu.py", "tests/test_gpu_streams.py"}
+    assert set(collected) >= {"tests/test_gpu_parallel.py", "tests/test_gpu_path.py", "tests/test_engine_gpu.py", "tests/test_gpu_streams.py",
+                              "tests/test_fp8.py"}
     for row in collected.values():
         assert row["collected"] > 0 and not row["errors"] and row["exit_code"] == 0, row
 
@@ -118,17 +119,30 @@ def test_report_parts(tmp_path):
     assert tests["cases"][0]["properties"] == {"syncs_per_window": "0.0"}
     unet = {"matmul": {"n": 8192, "tflops_best": 700.0, "tflops": 690.0}, "frames": 16, "seconds": 0.4, "tflop": 102.0,
             "achieved_tflops": 255.0, "fraction_of_matmul": 0.364, "peak_memory_gb": 9.1, "first_call_seconds": 3.2}
+    fp8_row = {"frames": 72, "ms_fp16": 1500.04, "ms_fp8": 1250.0, "speedup": 1.2, "max_abs_diff": 0.0625, "max_abs_fp16": 4.5,
+               "rel_diff": 0.0123, "first_call_seconds_fp16": 9.0, "first_call_seconds_fp8": 2.0}
     records = [{"step": "facts", "status": "ok", "seconds": 3, "expect_s": 8, "figures": {"gpu": "H100"}},
                {"step": "unet16", "status": "ok", "seconds": 40, "expect_s": 45, "figures": unet},
-               {"step": "unet72", "status": "failed", "seconds": 9, "expect_s": 45, "error": "out of memory: ...", "figures": {}}]
+               {"step": "unet72", "status": "failed", "seconds": 9, "expect_s": 45, "error": "out of memory: ...", "figures": {}},
+               {"step": "fp8", "status": "ok", "seconds": 44, "expect_s": 50,
+                "figures": {"conversion": {"converted": 352}, "frames72": fp8_row, "frames72_calibrated": {**fp8_row, "speedup": 1.25}}}]
     md = gc.markdown(records, {"date": "d"})
     assert "| 16 | 0.400 | 102 | 255 | 36% | 9.1 | 3.2 |" in md and "error: out of memory" in md
+    assert "| 72 | 1500.0 | 1250.0 | 1.20x | 0.0625 (4.5) | 1.23% |" in md and "| 72 (calibrated scales) | 1500.0 | 1250.0 | 1.25x |" in md
+    skipped = {"step": "fp8", "status": "skipped", "seconds": 2, "error": "no FP8 here: NVIDIA A100 has compute capability 8.0", "figures": {}}
+    md = gc.markdown([records[0], skipped], {})
+    assert "fp16 vs FP8" not in md and "error: no FP8 here: NVIDIA A100 has compute capability 8.0" in md
     assert gc.measured(records) and not gc.measured(records[:1])  # facts alone are no measurement: exit 2
     assert not gc.measured([{"step": "unet16", "status": "skipped", "figures": {}}])
     path = tmp_path / "s.jsonl"
     gc.append_line(path, records[0])
     path.write_text(path.read_text() + '{"step": "cut')  # a line cut by a kill
     assert gc.read_lines(path) == [records[0]]
+
+
+def _emulated_scaled_mm(a, b, scale_a, scale_b, bias=None, scale_result=None, out_dtype=None, use_fast_accum=False):
+    y = (a.float() * scale_a) @ (b.float() * scale_b)
+    return (y if bias is None else y + bias.float()).to(out_dtype or a.dtype)
 
 
 def test_measuring_steps_run_on_a_fake_device(monkeypatch, tmp_path):
@@ -177,6 +191,20 @@ def test_measuring_steps_run_on_a_fake_device(monkeypatch, tmp_path):
     assert {"matmul", "parameters", "first_call_seconds", "seconds", "achieved_tflops", "fraction_of_matmul", "peak_memory_gb",
             "peak_reserved_gb", "preflight_unet_estimate_gb", "finite", "attention_kernels"} <= set(rec.figures)
     assert json.loads((tmp_path / "unet.json").read_text())["finite"] is True  # written as it goes
+    from mimic.runtime import fp8
+
+    rec = gc.Recorder(tmp_path / "fp8.json")
+    with pytest.raises(gc.Skip, match="^no FP8 here: this is the CPU$"):  # below CC 8.9 (here: no GPU): a recorded skip
+        gc.step_fp8(rec, frames=(2,))
+    monkeypatch.setattr(fp8, "fp8_support", lambda device: None)
+    monkeypatch.setattr(torch, "_scaled_mm", _emulated_scaled_mm)  # the CPU's own kernel is a slow reference
+    gc.step_fp8(rec, frames=(2,))
+    assert rec.figures["conversion"]["converted"] == 88 and rec.figures["weights_mb"]["fp8"] < rec.figures["weights_mb"]["fp16"]
+    row = json.loads((tmp_path / "fp8.json").read_text())["frames2"]  # written as it goes
+    assert {"ms_fp16", "ms_fp8", "speedup", "max_abs_diff", "rel_diff", "finite", "first_call_seconds_fp8", "peak_memory_gb"} <= set(row)
+    assert 0 < row["rel_diff"] < 0.1 and row["finite"] == {"fp16": True, "fp8": True}
+    calibrated = rec.figures["frames2_calibrated"]
+    assert calibrated["frames"] == 2 and abs(calibrated["rel_diff"] - row["rel_diff"]) < 1e-3  # calibrated on that very input
     rec = gc.Recorder(tmp_path / "vae.json")
     gc.step_vae_decode(rec)
     assert {"seconds", "seconds_per_frame", "peak_extra_gb", "preflight_vae_estimate_gb", "nan_inf"} <= set(rec.figures)

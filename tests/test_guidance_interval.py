@@ -14,18 +14,16 @@ import threading
 from collections import Counter
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
-from _runtime_helpers import make_inputs, one_torch_thread, run_settings
+from _runtime_helpers import StepRecorder, denoise_inputs, make_inputs, one_torch_thread, run_settings
 from mimic.errors import InputError
 from mimic.model.config import GenerationConfig, settings_from_mapping
 from mimic.model.flops import frozen_config, unet_call_flops
 from mimic.model.scheduler import SchedulerConfig
 from mimic.model import tiny
-from mimic.pose.images import ArrayPoses
-from mimic.runtime.denoise import Conditioning, WindowStepper, denoise, plan_denoise
+from mimic.runtime.denoise import WindowStepper, denoise, plan_denoise
 from mimic.runtime.parallel import denoise_parallel
 from mimic.runtime.report import JobReport, UnetWork
 from mimic.spec import StageName
@@ -73,14 +71,7 @@ class Recording:
 
 def _job(config: GenerationConfig, seed: int = 0):
     plan = plan_denoise(FRAMES, config, SchedulerConfig(), torch.float32, torch.device("cpu"), pose_cache_bytes=1 << 20)
-    g = torch.Generator().manual_seed(seed)
-    embeds = torch.randn(1, 1, 8, generator=g)
-    ref = torch.randn(1, 4, H, W, generator=g)
-    cond = Conditioning(torch.cat([torch.zeros_like(embeds), embeds]), torch.cat([torch.zeros_like(ref), ref]),
-                        torch.tensor([[6.0, 127.0, 0.0]]).repeat(2, 1))
-    poses = ArrayPoses(np.random.default_rng(seed).integers(0, 255, (FRAMES, 3, 8 * H, 8 * W), dtype=np.uint8))
-    latents = torch.randn(1, FRAMES, 4, H, W, generator=g) * plan.schedule.init_noise_sigma
-    return plan, cond, poses, latents
+    return (plan, *denoise_inputs(plan, FRAMES, H, W, seed))
 
 
 BASE = GenerationConfig(steps=6, window=6, overlap=2, guidance_min=1.5, guidance_max=2.5)
@@ -183,19 +174,9 @@ def test_two_workers_and_a_resume_give_the_same_bits_and_counts():
     many = denoise_parallel(backends, plan, cond, poses, latents.clone(), calls=many_calls)
     assert torch.equal(one, many) and many_calls == calls
     assert all(b.unet for b in backends) and Counter(backends[0].batches() + backends[1].batches()) == calls
-    saved = {}
-
-    class Saver:
-        def on_progress(self, done, total):
-            pass
-
-        def on_step_end(self, step, num_steps, lat):
-            saved[step] = lat.clone()
-
-        def poll(self):
-            pass
-
-    _run(config, hooks=Saver())
+    recorder = StepRecorder()
+    _run(config, hooks=recorder)
+    saved = recorder.saved
     resumed_calls: Counter = Counter()
     resumed = denoise(Recording(), replace(plan, start_step=3), cond, poses, saved[3].clone(), calls=resumed_calls)
     assert torch.equal(resumed, one)

@@ -75,7 +75,7 @@ def _group():
 
 def test_the_cli_registers_every_command():
     group, ctx = _group()
-    assert set(group.list_commands(ctx)) == {"demo", "run", "pose", "export", "build-engines", "validate", "refit-unet", "bench", "farm"}
+    assert set(group.list_commands(ctx)) == {"demo", "run", "pose", "export", "build-engines", "validate", "refit-unet", "bench", "farm", "quantize"}
 
 
 def test_bench_has_its_report_subcommand():

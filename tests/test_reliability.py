@@ -96,7 +96,7 @@ BAD = [
     ("flag seed 1e23", lambda t, r, v: ["--ref", r, "--driving", v, "--out", f"{t}/o.mp4", "--seed", "1e23"],
      "error: Invalid value for '--seed': Input should be a valid integer, unable to parse string as an integer (see `mimic run --help`)"),
     ("flag typo", lambda t, r, v: ["--ref", r, "--driving", v, "--out", f"{t}/o.mp4", "--sed", "3"],
-     "error: No such option: --sed (Possible options: --pose, --seed, --svd) (see `mimic run --help`)"),
+     "error: No such option: --sed (Possible options: --seed, --speed, --svd) (see `mimic run --help`)"),
     ("unknown preset", lambda t, r, v: ["--ref", r, "--driving", v, "--out", f"{t}/o.mp4", "--preset", "huge"], "error: unknown preset 'huge'; known presets: tiny, toy"),
     ("tensorrt without engines", lambda t, r, v: ["--ref", r, "--driving", v, "--out", f"{t}/o.mp4", "--backend", "tensorrt"],
      "error: --backend tensorrt needs --engines DIR (from `mimic build-engines`)"),
