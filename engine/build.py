@@ -264,8 +264,10 @@ def build_engine_set(
     # 2. ONNX: the PyTorch stages exported as FP16; DWPose as shipped.
     t0 = time.perf_counter()
     onnx_dir = out / ONNX_SUBDIR
-    exportable = [s for s in wanted if s in STAGES]
+    exportable = [s for s in wanted if s in STAGES and not (quant is not None and s == StageName.UNET)]  # an 8-bit UNet: its Q/DQ graph
     onnx_paths, dims = export_onnx(layout, onnx_dir, exportable, force)
+    if quant is not None:
+        onnx_paths[StageName.UNET] = quant["onnx"]
     summary.export_seconds = time.perf_counter() - t0
     onnx_paths.update({StageName.DWPOSE_DETECTOR: Path(layout.det_model), StageName.DWPOSE_POSE: Path(layout.pose_model)})
 
@@ -283,8 +285,6 @@ def build_engine_set(
         tag = f"[{i}/{len(wanted)}] {stage}"
         onnx_path = onnx_paths[stage]
         eight_bit = quant is not None and stage == StageName.UNET
-        if eight_bit:
-            onnx_path = quant["onnx"]
         if not onnx_path.is_file():
             raise EngineError(f"{stage}: ONNX model {onnx_path} not found")
         graph_precision = precision if eight_bit else EXPORT_PRECISION if stage in STAGES else "fp32"

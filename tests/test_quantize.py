@@ -390,6 +390,7 @@ def test_build_engines_precision_fp8_builds_the_qdq_unet_and_a_run_picks_it(quan
                          compute_capabilities=("8.6",))
     built = build_engine_set(engines, preset="tiny", target="tensorrt-rtx", precision="fp8", quantized=qdir, stages=[StageName.UNET], window=4)
     assert [s.status for s in built.stages] == ["built"]
+    assert not (engines / "onnx" / "fp16" / "unet.onnx").exists()  # the Q/DQ graph is the UNet's: no fp16 UNet export
     manifest = EngineStore(engines).read_manifest(StageName.UNET)
     assert manifest["onnx"]["precision"] == "fp8" and manifest["quantization"]["calibration"] == calib
     assert manifest["key_inputs"]["build"]["precision"] == {"onnx": "fp16", "qdq": "fp8", "typing": "strong"}
